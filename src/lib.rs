@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod fault;
+mod guard;
+mod lock;
+mod raw;
+mod sync;
+
+pub use fault::{FaultError, Scoped};
+pub use guard::{ArcGuard, Guard};
+pub use lock::TwoStateLock;
+pub use raw::{Class, LockState, MAX_HOLDERS};

@@ -1,0 +1,226 @@
+//! `TwoStateLock`: the public lock, a thin layer over `RawLock` that decides
+//! top-level versus nested from this thread's state and hands out guards.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::fault;
+use crate::guard::{ArcGuard, Guard};
+use crate::raw::{Admission, Class, LockState, RawLock};
+use crate::sync::const_fn_unless_loom;
+
+/// A lock with two mutually exclusive shared classes, [`Class::Add`] and
+/// [`Class::Block`]: any number of holders of one class at once, never both.
+///
+/// Top-level acquisitions are phase-fair: once a thread of one class sleeps,
+/// new arrivals of the holding class wait, and the lock passes to the waiting
+/// class when the holders drain. Nested acquisitions (by a thread that already
+/// holds a [`Guard`] or has a held-mapping token active) never wait behind a
+/// waiter, only while the other class holds. See the crate docs.
+///
+/// 12 bytes; uncontended acquire and release are one compare-and-swap each.
+///
+/// ```
+/// use two_state_lock::{Class, TwoStateLock};
+///
+/// let lock = TwoStateLock::new();
+/// let a = lock.lock(Class::Block);
+/// let b = lock.lock(Class::Block); // blockers share the lock
+/// assert!(lock.try_lock(Class::Add).is_none()); // adders are kept out
+/// drop((a, b));
+/// assert!(lock.try_lock(Class::Add).is_some());
+/// ```
+pub struct TwoStateLock {
+    pub(crate) raw: RawLock,
+}
+
+impl TwoStateLock {
+    const_fn_unless_loom! {
+        /// A free lock.
+        ///
+        /// ```
+        /// use two_state_lock::TwoStateLock;
+        /// static LOCK: TwoStateLock = TwoStateLock::new();
+        /// assert_eq!(LOCK.state().holders, 0);
+        /// ```
+        #[must_use]
+        pub fn new() -> Self {
+            Self { raw: RawLock::new() }
+        }
+    }
+
+    /// Takes a hold of `class`, sleeping while the other class holds the lock
+    /// (and, for a top-level acquisition, while the other class waits for its
+    /// turn).
+    ///
+    /// Taking the other class of a lock this thread already holds deadlocks,
+    /// as a read-then-write does on a reader/writer lock.
+    ///
+    /// # Panics
+    ///
+    /// When the lock already has [`MAX_HOLDERS`](crate::MAX_HOLDERS) holders;
+    /// the lock is left unchanged.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// let guard = lock.lock(Class::Add);
+    /// assert_eq!(guard.class(), Class::Add);
+    /// ```
+    #[inline]
+    pub fn lock(&self, class: Class) -> Guard<'_> {
+        if !self.raw.try_lock_fast(class) {
+            self.raw.lock_slow(class, fault::admission());
+        }
+        Guard::new(self, class)
+    }
+
+    /// Takes a hold of `class` as a nested acquisition: it waits only while
+    /// the other class *holds* the lock, never behind a waiting thread.
+    ///
+    /// [`lock`](Self::lock) already does this on a thread that holds a
+    /// [`Guard`] or has a held-mapping token active. Use `lock_nested` when
+    /// this thread holds something the crate cannot see: an [`ArcGuard`], or
+    /// a lock of another kind that a thread waiting here may need. Otherwise
+    /// a fair queue could put this thread behind a waiter that waits for it.
+    /// Using it everywhere gives up phase fairness.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let file = Arc::new(TwoStateLock::new());
+    /// let in_flight = file.lock_arc(Class::Block); // an async direct write
+    /// let other = TwoStateLock::new();
+    /// let fault = other.lock_nested(Class::Add); // never queues behind a waiter
+    /// # drop((fault, in_flight));
+    /// ```
+    #[inline]
+    pub fn lock_nested(&self, class: Class) -> Guard<'_> {
+        if !self.raw.try_lock_fast(class) {
+            self.raw.lock_slow(class, Admission::Nested);
+        }
+        Guard::new(self, class)
+    }
+
+    /// Takes a hold of `class` if the lock admits it now, under the same rules
+    /// as [`lock`](Self::lock). Never blocks.
+    ///
+    /// # Panics
+    ///
+    /// When the lock already has [`MAX_HOLDERS`](crate::MAX_HOLDERS) holders.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// let add = lock.try_lock(Class::Add).unwrap();
+    /// assert!(lock.try_lock(Class::Block).is_none());
+    /// # drop(add);
+    /// ```
+    #[inline]
+    pub fn try_lock(&self, class: Class) -> Option<Guard<'_>> {
+        if self.raw.try_lock_fast(class) || self.raw.try_lock_slow(class, fault::admission()) {
+            Some(Guard::new(self, class))
+        } else {
+            None
+        }
+    }
+
+    /// Like [`lock`](Self::lock), for a hold that outlives the borrow: taken
+    /// at submission of an asynchronous I/O and released at its completion,
+    /// possibly on another thread. The hold does not make this thread's later
+    /// acquisitions nested; see [`lock_nested`](Self::lock_nested).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = Arc::new(TwoStateLock::new());
+    /// let hold = lock.lock_arc(Class::Block);
+    /// std::thread::spawn(move || drop(hold)).join().unwrap();
+    /// assert_eq!(lock.state().holders, 0);
+    /// ```
+    #[inline]
+    pub fn lock_arc(self: &Arc<Self>, class: Class) -> ArcGuard {
+        if !self.raw.try_lock_fast(class) {
+            self.raw.lock_slow(class, fault::admission());
+        }
+        ArcGuard::new(Arc::clone(self), class)
+    }
+
+    /// Like [`try_lock`](Self::try_lock), returning an [`ArcGuard`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = Arc::new(TwoStateLock::new());
+    /// let add = lock.try_lock_arc(Class::Add).unwrap();
+    /// assert!(lock.try_lock_arc(Class::Block).is_none());
+    /// # drop(add);
+    /// ```
+    #[inline]
+    pub fn try_lock_arc(self: &Arc<Self>, class: Class) -> Option<ArcGuard> {
+        if self.raw.try_lock_fast(class) || self.raw.try_lock_slow(class, fault::admission()) {
+            Some(ArcGuard::new(Arc::clone(self), class))
+        } else {
+            None
+        }
+    }
+
+    /// A snapshot of the lock's state: holders, class, who waits.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// let _g = lock.lock(Class::Add);
+    /// assert_eq!(lock.state().holders, 1);
+    /// assert_eq!(lock.state().class, Class::Add);
+    /// ```
+    #[must_use]
+    pub fn state(&self) -> LockState {
+        self.raw.snapshot()
+    }
+
+    /// This lock's place in the fault protocol's lock order (lower first).
+    #[inline]
+    pub(crate) fn order(&self) -> usize {
+        self as *const Self as usize
+    }
+}
+
+impl Default for TwoStateLock {
+    /// A free lock, as [`TwoStateLock::new`].
+    ///
+    /// ```
+    /// use two_state_lock::TwoStateLock;
+    /// assert_eq!(TwoStateLock::default().state().holders, 0);
+    /// ```
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for TwoStateLock {
+    /// Shows the holding class (or whose turn it is), the holder count and
+    /// which classes wait.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// let _g = lock.lock(Class::Block);
+    /// assert_eq!(
+    ///     format!("{lock:?}"),
+    ///     "TwoStateLock { class: Block, holders: 1, add_waiting: false, block_waiting: false }"
+    /// );
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.state();
+        f.debug_struct("TwoStateLock")
+            .field("class", &s.class)
+            .field("holders", &s.holders)
+            .field("add_waiting", &s.add_waiting)
+            .field("block_waiting", &s.block_waiting)
+            .finish()
+    }
+}
+
+// `TwoStateLock` is Send + Sync automatically: it holds only atomics, and all
+// of its methods take `&self`.

@@ -1,0 +1,128 @@
+//! The one place atomics, futex waits, spinning and thread-locals come from.
+//!
+//! Built normally, these are `core` atomics, `atomic-wait` futexes and
+//! `crossbeam_utils::Backoff`. Built with `RUSTFLAGS="--cfg loom"`, they are
+//! loom's, so `tests/loom.rs` explores every interleaving of the real lock
+//! code: the futex becomes a `loom` mutex + condvar pair and spinning is
+//! skipped (a waiter goes straight to sleep, which is the interesting case).
+
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::AtomicU32;
+pub(crate) use core::sync::atomic::Ordering;
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::AtomicU32;
+
+/// Declares a thread-local. Outside loom it is `const`-initialised (no lazy
+/// init check, no destructor registration); loom's macro has no `const` form.
+macro_rules! thread_local_const {
+    ($vis:vis static $name:ident: $t:ty = $init:expr;) => {
+        #[cfg(not(loom))]
+        std::thread_local!($vis static $name: $t = const { $init });
+        #[cfg(loom)]
+        loom::thread_local!($vis static $name: $t = $init);
+    };
+}
+pub(crate) use thread_local_const;
+
+/// Emits `const fn` outside loom and a plain `fn` under loom, whose atomics
+/// have no `const` constructor.
+macro_rules! const_fn_unless_loom {
+    ($(#[$m:meta])* $vis:vis fn $name:ident() -> $ret:ty $body:block) => {
+        $(#[$m])*
+        #[cfg(not(loom))]
+        $vis const fn $name() -> $ret $body
+        $(#[$m])*
+        #[cfg(loom)]
+        $vis fn $name() -> $ret $body
+    };
+}
+pub(crate) use const_fn_unless_loom;
+
+/// A 32-bit sequence number that threads sleep on until it changes.
+///
+/// Outside loom this is exactly one `AtomicU32` used as a futex word.
+pub(crate) struct WakeWord {
+    seq: AtomicU32,
+    #[cfg(loom)]
+    parking: (loom::sync::Mutex<()>, loom::sync::Condvar),
+}
+
+impl WakeWord {
+    const_fn_unless_loom! {
+        pub(crate) fn new() -> Self {
+            Self {
+                seq: AtomicU32::new(0),
+                #[cfg(loom)]
+                parking: (loom::sync::Mutex::new(()), loom::sync::Condvar::new()),
+            }
+        }
+    }
+
+    /// The current sequence number. Acquire: a sleeper reads it before it
+    /// signs up, and must see every bump that happened before that.
+    #[inline]
+    pub(crate) fn load(&self) -> u32 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Sleeps while the sequence number is still `seen`. May return
+    /// spuriously; callers re-check.
+    pub(crate) fn wait(&self, seen: u32) {
+        #[cfg(not(loom))]
+        atomic_wait::wait(&self.seq, seen);
+        #[cfg(loom)]
+        {
+            let (mutex, condvar) = &self.parking;
+            let guard = mutex.lock().unwrap();
+            if self.seq.load(Ordering::Acquire) == seen {
+                drop(condvar.wait(guard).unwrap());
+            }
+        }
+    }
+
+    /// Bumps the sequence number and wakes every thread sleeping on it.
+    pub(crate) fn bump_and_wake_all(&self) {
+        // Release: a woken thread that sees the new number also sees the
+        // state change that preceded the bump.
+        self.seq.fetch_add(1, Ordering::Release);
+        #[cfg(not(loom))]
+        atomic_wait::wake_all(&self.seq);
+        #[cfg(loom)]
+        {
+            let (mutex, condvar) = &self.parking;
+            // Taking the mutex orders this wake after any sleeper's check.
+            drop(mutex.lock().unwrap());
+            condvar.notify_all();
+        }
+    }
+}
+
+/// Bounded spinning before a thread signs up to sleep.
+pub(crate) struct Spin(#[cfg(not(loom))] crossbeam_utils::Backoff);
+
+impl Spin {
+    #[inline]
+    pub(crate) fn new() -> Self {
+        #[cfg(not(loom))]
+        return Spin(crossbeam_utils::Backoff::new());
+        #[cfg(loom)]
+        return Spin();
+    }
+
+    /// Spins (or yields) once and returns `true`, or returns `false` when the
+    /// spin budget is spent and the caller should sleep. Under loom there is
+    /// no budget: spinning only multiplies the interleavings to explore.
+    #[inline]
+    pub(crate) fn spin(&self) -> bool {
+        #[cfg(not(loom))]
+        {
+            if self.0.is_completed() {
+                return false;
+            }
+            self.0.snooze();
+            true
+        }
+        #[cfg(loom)]
+        false
+    }
+}

@@ -1,0 +1,116 @@
+//! Many more threads than cores, random classes, nesting, try_lock and
+//! `ArcGuard`s over a few locks, with shadow counters asserting exclusion.
+//! Bounded by count and time; a watchdog turns a hang into a failure.
+
+mod common;
+
+use common::{Shadow, watchdog};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::thread;
+use std::time::{Duration, Instant};
+use two_state_lock::{Class, TwoStateLock};
+
+const THREADS: u64 = 32;
+const LOCKS: usize = 4;
+const RUN: Duration = Duration::from_secs(6);
+const OPS_PER_THREAD: u64 = 50_000;
+
+struct World {
+    locks: Vec<Arc<TwoStateLock>>,
+    shadows: Vec<Shadow>,
+    ops: AtomicU64,
+    nested: AtomicU64,
+}
+
+fn random_class(rng: &mut fastrand::Rng) -> Class {
+    if rng.bool() { Class::Add } else { Class::Block }
+}
+
+/// One operation: a hold on lock `i`, and maybe, while holding it, a nested
+/// hold on a higher lock (any class: lock order keeps that deadlock-free) or
+/// the same lock again (same class: rule 3 admits it at once).
+fn op(world: &World, rng: &mut fastrand::Rng) {
+    let i = rng.usize(..LOCKS);
+    let class = random_class(rng);
+    let lock = &world.locks[i];
+    let outer = match rng.u8(..10) {
+        0 => match lock.try_lock(class) {
+            Some(g) => Some(g),
+            None => return,
+        },
+        1 => {
+            let g = lock.lock_arc(class);
+            world.shadows[i].enter(class);
+            world.shadows[i].leave(class);
+            // Released on another thread half the time.
+            if rng.bool() {
+                thread::spawn(move || drop(g)).join().unwrap();
+            }
+            return;
+        }
+        _ => Some(lock.lock(class)),
+    };
+    let _outer = outer;
+    world.shadows[i].enter(class);
+    match rng.u8(..4) {
+        0 if i + 1 < LOCKS => {
+            let j = rng.usize(i + 1..LOCKS);
+            let inner_class = random_class(rng);
+            let _g = world.locks[j].lock(inner_class);
+            world.shadows[j].enter(inner_class);
+            world.nested.fetch_add(1, Relaxed);
+            thread::yield_now();
+            world.shadows[j].leave(inner_class);
+        }
+        1 => {
+            let _g = lock.lock(class);
+            world.nested.fetch_add(1, Relaxed);
+        }
+        _ => {
+            if rng.u8(..16) == 0 {
+                thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+    world.shadows[i].leave(class);
+}
+
+#[test]
+fn stress_many_threads_random_classes_and_nesting() {
+    let (ops, nested) = watchdog("stress run", RUN + Duration::from_secs(30), || {
+        let world = Arc::new(World {
+            locks: (0..LOCKS).map(|_| Arc::new(TwoStateLock::new())).collect(),
+            shadows: (0..LOCKS).map(|_| Shadow::default()).collect(),
+            ops: AtomicU64::new(0),
+            nested: AtomicU64::new(0),
+        });
+        let deadline = Instant::now() + RUN;
+        let threads: Vec<_> = (0..THREADS)
+            .map(|seed| {
+                let world = world.clone();
+                thread::spawn(move || {
+                    let mut rng = fastrand::Rng::with_seed(seed);
+                    for n in 0..OPS_PER_THREAD {
+                        if n % 64 == 0 && Instant::now() > deadline {
+                            break;
+                        }
+                        op(&world, &mut rng);
+                        world.ops.fetch_add(1, Relaxed);
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        for lock in &world.locks {
+            let s = lock.state();
+            assert!(
+                s.holders == 0 && !s.add_waiting && !s.block_waiting,
+                "left behind: {s:?}"
+            );
+        }
+        (world.ops.load(Relaxed), world.nested.load(Relaxed))
+    });
+    println!("stress: {THREADS} threads, {ops} operations, {nested} nested acquisitions");
+    assert!(ops > 1000 && nested > 100);
+}

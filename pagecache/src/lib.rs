@@ -1,1 +1,667 @@
-//! placeholder
+//! A small userspace page cache over real files, with direct I/O that
+//! bypasses it, built three ways to show the problem `two-state-lock` solves:
+//!
+//! - [`Variant::InvalidateTwice`]: no lock; a direct write evicts its range
+//!   before and after (what mainline Linux does). Stale pages get in.
+//! - [`Variant::RwLock`]: a `std::sync::RwLock` per file; adders take the read
+//!   side, direct I/O the write side (Linux's `invalidate_lock`). Coherent,
+//!   but direct writes to one file serialize.
+//! - [`Variant::TwoState`]: a [`TwoStateLock`] per file; adders take `Add`,
+//!   direct I/O takes `Block`. Coherent, and direct writes to one file run
+//!   side by side.
+//!
+//! Every page carries a stamp (file, page, version). Each page has one
+//! writer at a time (the workload gives each writer thread its own pages),
+//! which publishes the version after the write is durable; a reader notes
+//! the published version before it starts and must see at least that
+//! version. Anything older is a **stale read**, the bug of the seed.
+
+pub mod workload;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use two_state_lock::{Class, FaultError, TwoStateLock};
+
+/// Bytes in a page.
+pub const PAGE: usize = 4096;
+const MAGIC: u32 = 0x5453_4c50; // "TSLP"
+
+/// One page, aligned for `O_DIRECT`.
+#[derive(Clone)]
+#[repr(C, align(4096))]
+pub struct Block(pub [u8; PAGE]);
+
+impl Block {
+    /// A page stamped with `(file, page, version)`; the rest is a pattern of
+    /// the version, so torn or mixed pages are caught too.
+    pub fn stamped(file: usize, page: u64, version: u64) -> Box<Block> {
+        let mut b = Box::new(Block([(version % 251) as u8; PAGE]));
+        b.set_stamp(file, page, version);
+        b
+    }
+
+    fn set_stamp(&mut self, file: usize, page: u64, version: u64) {
+        self.0[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        self.0[4..8].copy_from_slice(&(file as u32).to_le_bytes());
+        self.0[8..16].copy_from_slice(&page.to_le_bytes());
+        self.0[16..24].copy_from_slice(&version.to_le_bytes());
+    }
+
+    /// The page's version: 0 for a hole (all zeros); `None` if the page is
+    /// neither a hole nor a well-formed stamp of `(file, page)`.
+    pub fn version(&self, file: usize, page: u64) -> Option<u64> {
+        let b = &self.0;
+        if b.iter().all(|&x| x == 0) {
+            return Some(0);
+        }
+        let word = |r: std::ops::Range<usize>| {
+            let mut v = [0u8; 8];
+            v[..r.len()].copy_from_slice(&b[r]);
+            u64::from_le_bytes(v)
+        };
+        let version = word(16..24);
+        let fill = (version % 251) as u8;
+        let ok = word(0..4) == MAGIC as u64
+            && word(4..8) == file as u64
+            && word(8..16) == page
+            && b[24..].iter().all(|&x| x == fill);
+        ok.then_some(version)
+    }
+}
+
+fn as_bytes(blocks: &[Block]) -> &[u8] {
+    // SAFETY: `Block` is `repr(C)` over `[u8; PAGE]` with no padding (its
+    // size equals its alignment), so a slice of blocks is that many bytes.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast(), blocks.len() * PAGE) }
+}
+
+fn as_bytes_mut(blocks: &mut [Block]) -> &mut [u8] {
+    // SAFETY: as in `as_bytes`; every byte pattern is a valid `Block`.
+    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast(), blocks.len() * PAGE) }
+}
+
+/// How the cache keeps direct I/O and page additions apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// No lock: evict before and after each direct write.
+    InvalidateTwice,
+    /// `std::sync::RwLock`: adders read, direct I/O writes.
+    RwLock,
+    /// `TwoStateLock`: adders `Add`, direct I/O `Block`.
+    TwoState,
+}
+
+impl Variant {
+    /// All variants, in table order.
+    pub const ALL: [Variant; 3] = [Variant::InvalidateTwice, Variant::RwLock, Variant::TwoState];
+
+    /// The name used on the command line and in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::InvalidateTwice => "invalidate-twice",
+            Variant::RwLock => "rwlock",
+            Variant::TwoState => "two-state",
+        }
+    }
+
+    /// Parses [`name`](Self::name).
+    pub fn parse(s: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == s)
+    }
+}
+
+/// Where a direct write's data comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source {
+    /// Plain memory: no faults.
+    Memory,
+    /// A buffer mapped from `pages` pages of file `file` starting at `first`:
+    /// touching it faults those pages into `file`'s cache.
+    Mapped {
+        /// The file the buffer is mapped from (may be the written file).
+        file: usize,
+        /// Its first page.
+        first: u64,
+    },
+}
+
+/// Why an operation failed.
+#[derive(Debug)]
+pub enum OpError {
+    /// The source buffer is mapped from the file being written (`EFAULT`).
+    BadAddress,
+    /// The file system said no.
+    Io(io::Error),
+}
+
+impl From<io::Error> for OpError {
+    fn from(e: io::Error) -> Self {
+        OpError::Io(e)
+    }
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpError::BadAddress => {
+                f.write_str("bad address: source buffer is mapped from the file being written")
+            }
+            OpError::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpError {}
+
+/// Counters the workload reports.
+#[derive(Default, Debug)]
+pub struct Stats {
+    /// Pages read that were older than the version published before the read.
+    pub stale_reads: AtomicU64,
+    /// Direct writes refused because the source was mapped from the same file.
+    pub bad_address: AtomicU64,
+    /// Fault cycles (`OrderingViolation`): holds dropped and re-taken.
+    pub cycles: AtomicU64,
+    /// The most cycles one direct write needed.
+    pub max_cycles_per_write: AtomicU64,
+    /// Direct writes completed, and their bytes.
+    pub direct_writes: AtomicU64,
+    /// Bytes written by direct writes.
+    pub direct_bytes: AtomicU64,
+    /// Direct reads completed.
+    pub direct_reads: AtomicU64,
+    /// Buffered reads completed.
+    pub buffered_reads: AtomicU64,
+    /// Buffered writes completed.
+    pub buffered_writes: AtomicU64,
+    /// Holes punched.
+    pub punches: AtomicU64,
+    /// The most direct writes in flight on one file at once.
+    pub max_dio_in_flight: AtomicUsize,
+}
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Files ("mappings").
+    pub files: usize,
+    /// Pages per file.
+    pub pages: u64,
+    /// Pause between reading a missing page from the file and inserting it
+    /// into the cache: widens the race window `InvalidateTwice` loses.
+    pub read_window: Duration,
+    /// Extra latency added to every direct I/O, to model a slower device
+    /// (0: the real device only).
+    pub io_delay: Duration,
+}
+
+struct CachedPage {
+    data: Box<Block>,
+    dirty: bool,
+    /// A write-back of this page is in flight (outside the cache mutex).
+    writing: bool,
+    /// Bumped by every buffered write: a write-back only cleans the page if
+    /// nothing was written since its snapshot.
+    generation: u64,
+}
+
+/// One file and its cache.
+struct Mapping {
+    index: usize,
+    file: File,
+    cache: Mutex<HashMap<u64, CachedPage>>,
+    /// Signalled when a write-back completes.
+    written_back: Condvar,
+    two_state: TwoStateLock,
+    rwlock: RwLock<()>,
+    /// Per page: `version << 1 | punched`, published when durable.
+    published: Vec<AtomicU64>,
+    /// Per page: the version of the latest hole punch.
+    last_punch: Vec<AtomicU64>,
+    dio_in_flight: AtomicUsize,
+}
+
+/// What a variant holds while it works on a file.
+enum Held<'a> {
+    Nothing,
+    Read(#[allow(dead_code)] std::sync::RwLockReadGuard<'a, ()>),
+    Write(#[allow(dead_code)] std::sync::RwLockWriteGuard<'a, ()>),
+    Two(two_state_lock::Guard<'a>),
+}
+
+/// The page-cache engine. Shared by the example, the tests and the fuzz
+/// target.
+pub struct Engine {
+    variant: Variant,
+    cfg: Config,
+    files: Vec<Mapping>,
+    direct_io: bool,
+    /// What happened, for the report.
+    pub stats: Stats,
+}
+
+impl Engine {
+    /// Creates `cfg.files` files of `cfg.pages` pages in `dir`, every page
+    /// stamped with version 1 and written (allocated) on disk.
+    ///
+    /// Files are opened with `O_DIRECT`; if the file system refuses it, they
+    /// are opened without, and [`direct_io`](Self::direct_io) says so.
+    pub fn create(dir: &Path, variant: Variant, cfg: Config) -> io::Result<Engine> {
+        let mut direct_io = true;
+        let mut files = Vec::new();
+        for index in 0..cfg.files {
+            let path = dir.join(format!("{}-{index}.dat", variant.name()));
+            let mut init = Vec::with_capacity(cfg.pages as usize);
+            for p in 0..cfg.pages {
+                init.push(*Block::stamped(index, p, 1));
+            }
+            std::fs::write(&path, as_bytes(&init))?;
+            File::open(&path)?.sync_all()?;
+            let open = |flags| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(flags)
+                    .open(&path)
+            };
+            let file = match open(libc::O_DIRECT) {
+                Ok(f) => f,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    direct_io = false;
+                    open(0)?
+                }
+                Err(e) => return Err(e),
+            };
+            files.push(Mapping {
+                index,
+                file,
+                cache: Mutex::new(HashMap::new()),
+                written_back: Condvar::new(),
+                two_state: TwoStateLock::new(),
+                rwlock: RwLock::new(()),
+                published: (0..cfg.pages).map(|_| AtomicU64::new(1 << 1)).collect(),
+                last_punch: (0..cfg.pages).map(|_| AtomicU64::new(0)).collect(),
+                dio_in_flight: AtomicUsize::new(0),
+            });
+        }
+        Ok(Engine {
+            variant,
+            cfg,
+            files,
+            direct_io,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Whether the files are really open with `O_DIRECT`.
+    pub fn direct_io(&self) -> bool {
+        self.direct_io
+    }
+
+    /// The variant.
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn lock<'a>(&self, m: &'a Mapping, class: Class) -> Held<'a> {
+        match (self.variant, class) {
+            (Variant::InvalidateTwice, _) => Held::Nothing,
+            (Variant::RwLock, Class::Add) => Held::Read(m.rwlock.read().unwrap()),
+            (Variant::RwLock, Class::Block) => Held::Write(m.rwlock.write().unwrap()),
+            (Variant::TwoState, class) => Held::Two(m.two_state.lock(class)),
+        }
+    }
+
+    fn cache<'a>(&self, m: &'a Mapping) -> MutexGuard<'a, HashMap<u64, CachedPage>> {
+        m.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn disk_read(&self, m: &Mapping, first: u64, blocks: &mut [Block]) -> io::Result<()> {
+        m.file
+            .read_exact_at(as_bytes_mut(blocks), first * PAGE as u64)?;
+        std::thread::sleep(self.cfg.io_delay);
+        Ok(())
+    }
+
+    fn disk_write(&self, m: &Mapping, first: u64, blocks: &[Block]) -> io::Result<()> {
+        m.file.write_all_at(as_bytes(blocks), first * PAGE as u64)?;
+        std::thread::sleep(self.cfg.io_delay);
+        Ok(())
+    }
+
+    /// The page from the cache, or read from the file and inserted: the
+    /// "add" that `Add` (or the read side) must cover.
+    fn get_page(&self, m: &Mapping, page: u64) -> io::Result<Box<Block>> {
+        if let Some(hit) = self.cache(m).get(&page) {
+            return Ok(hit.data.clone());
+        }
+        let mut fresh = Box::new(Block([0; PAGE]));
+        self.disk_read(m, page, std::slice::from_mut(&mut *fresh))?;
+        // The window in which a direct write can complete, be evicted, and
+        // leave us inserting the old block.
+        if !self.cfg.read_window.is_zero() {
+            std::thread::sleep(self.cfg.read_window);
+        }
+        let mut cache = self.cache(m);
+        let entry = cache.entry(page).or_insert(CachedPage {
+            data: fresh,
+            dirty: false,
+            writing: false,
+            generation: 0,
+        });
+        Ok(entry.data.clone())
+    }
+
+    /// Counts `data` as stale if it is older than `noted` (published before
+    /// the read started). Returns its version (`None`: malformed, counted).
+    fn check(&self, m: &Mapping, page: u64, data: &Block, noted: u64) -> Option<u64> {
+        let want = noted >> 1;
+        let got = data.version(m.index, page);
+        let fresh = match got {
+            Some(v) if v >= want => true,
+            // A hole is current if a punch at least that recent made it.
+            Some(0) => m.last_punch[page as usize].load(Ordering::Acquire) >= want,
+            _ => false,
+        };
+        if !fresh {
+            self.stats.stale_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        got
+    }
+
+    fn publish(&self, m: &Mapping, page: u64, version: u64, punched: bool) {
+        m.published[page as usize].store(version << 1 | u64::from(punched), Ordering::Release);
+    }
+
+    fn noted(&self, m: &Mapping, page: u64) -> u64 {
+        m.published[page as usize].load(Ordering::Acquire)
+    }
+
+    /// Writes the dirty pages of the range back to the file and waits for any
+    /// write-back of the range already in flight, so that on return the file
+    /// holds every page the cache had dirty; then evicts the range if
+    /// `evict`. The disk writes run outside the cache mutex; a page is never
+    /// written back by two threads at once, and is marked clean only once its
+    /// write has landed.
+    fn write_back(&self, m: &Mapping, first: u64, n: u64, evict: bool) -> io::Result<()> {
+        let range = first..first + n;
+        let mut cache = self.cache(m);
+        while range
+            .clone()
+            .any(|p| cache.get(&p).is_some_and(|c| c.writing))
+        {
+            cache = m
+                .written_back
+                .wait(cache)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        let mut mine = Vec::new();
+        for p in range.clone() {
+            if let Some(c) = cache.get_mut(&p).filter(|c| c.dirty) {
+                c.writing = true;
+                mine.push((p, c.generation, c.data.clone()));
+            }
+        }
+        drop(cache);
+        let result = mine
+            .iter()
+            .try_for_each(|(p, _, data)| self.disk_write(m, *p, std::slice::from_ref(&**data)));
+        let mut cache = self.cache(m);
+        for (p, generation, _) in &mine {
+            if let Some(c) = cache.get_mut(p) {
+                c.writing = false;
+                if result.is_ok() && c.generation == *generation {
+                    c.dirty = false;
+                }
+            }
+        }
+        if evict && result.is_ok() {
+            for p in range {
+                if cache.get(&p).is_some_and(|c| !c.writing) {
+                    cache.remove(&p);
+                }
+            }
+        }
+        drop(cache);
+        m.written_back.notify_all();
+        result
+    }
+
+    /// Drops the range from the cache, dirty or not (its data is going away).
+    fn evict(&self, m: &Mapping, first: u64, n: u64) {
+        let mut cache = self.cache(m);
+        for p in first..first + n {
+            cache.remove(&p);
+        }
+    }
+
+    fn mapping(&self, file: usize) -> &Mapping {
+        &self.files[file]
+    }
+
+    /// A buffered read of one page: `Add`. Returns its version.
+    pub fn read(&self, file: usize, page: u64) -> Result<Option<u64>, OpError> {
+        let m = self.mapping(file);
+        let noted = self.noted(m, page);
+        let _held = self.lock(m, Class::Add);
+        let data = self.get_page(m, page)?;
+        self.stats.buffered_reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self.check(m, page, &data, noted))
+    }
+
+    /// A buffered write of one page with `version`: `Add`. The page is dirty
+    /// in the cache until a direct I/O writes it back. The caller must be the
+    /// page's only writer and give increasing versions.
+    pub fn write(&self, file: usize, page: u64, version: u64) -> Result<(), OpError> {
+        let m = self.mapping(file);
+        let _held = self.lock(m, Class::Add);
+        let data = Block::stamped(file, page, version);
+        {
+            let mut cache = self.cache(m);
+            let c = cache.entry(page).or_insert(CachedPage {
+                data: Box::new(Block([0; PAGE])),
+                dirty: false,
+                writing: false,
+                generation: 0,
+            });
+            c.data = data;
+            c.dirty = true;
+            c.generation += 1;
+        }
+        self.publish(m, page, version, false);
+        self.stats.buffered_writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A direct read of `n` pages: `Block`; writes back the dirty range, then
+    /// reads the file with `O_DIRECT`. Returns the versions read.
+    pub fn direct_read(
+        &self,
+        file: usize,
+        first: u64,
+        n: u64,
+    ) -> Result<Vec<Option<u64>>, OpError> {
+        let m = self.mapping(file);
+        let noted: Vec<u64> = (first..first + n).map(|p| self.noted(m, p)).collect();
+        let _held = self.lock(m, Class::Block);
+        self.write_back(m, first, n, false)?;
+        let mut blocks = vec![Block([0; PAGE]); n as usize];
+        self.disk_read(m, first, &mut blocks)?;
+        self.stats.direct_reads.fetch_add(1, Ordering::Relaxed);
+        Ok((first..first + n)
+            .zip(&blocks)
+            .zip(noted)
+            .map(|((p, b), noted)| self.check(m, p, b, noted))
+            .collect())
+    }
+
+    /// Punches a hole over `n` pages, as `version`: `Block`. Same writer rule
+    /// as [`write`](Self::write).
+    pub fn punch_hole(&self, file: usize, first: u64, n: u64, version: u64) -> Result<(), OpError> {
+        let m = self.mapping(file);
+        let _held = self.lock(m, Class::Block);
+        self.evict(m, first, n);
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        let (off, len) = (
+            (first * PAGE as u64) as libc::off_t,
+            (n * PAGE as u64) as libc::off_t,
+        );
+        // SAFETY: a plain system call on a file descriptor we own.
+        if unsafe { libc::fallocate(m.file.as_raw_fd(), mode, off, len) } != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        if self.variant == Variant::InvalidateTwice {
+            self.evict(m, first, n);
+        }
+        for p in first..first + n {
+            m.last_punch[p as usize].store(version, Ordering::Release);
+            self.publish(m, p, version, true);
+        }
+        self.stats.punches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Faults in one page of a mapped source buffer and copies it out.
+    fn fault_in(&self, src: &Mapping, page: u64) -> io::Result<Box<Block>> {
+        let noted = self.noted(src, page);
+        let data = self.get_page(src, page)?;
+        self.check(src, page, &data, noted);
+        Ok(data)
+    }
+
+    /// A direct write of `n` pages at `first` with `version`, from `source`.
+    /// The caller must be the only writer of those pages.
+    ///
+    /// `TwoState` pins the source under the held `Block` with the fault
+    /// protocol (a source mapped from the same file fails with
+    /// [`OpError::BadAddress`]; a cycle re-invalidates and retries). The
+    /// other variants copy the source before taking their lock: a fault
+    /// under the write side of a reader/writer lock would deadlock on a
+    /// source mapped from the same file.
+    pub fn direct_write(
+        &self,
+        file: usize,
+        first: u64,
+        n: u64,
+        source: Source,
+        version: u64,
+    ) -> Result<(), OpError> {
+        let m = self.mapping(file);
+        let mut bounce = vec![Block([0; PAGE]); n as usize];
+        let copy_from = |src: &Mapping, q: u64, to: &mut Block| -> io::Result<()> {
+            to.0.copy_from_slice(&self.fault_in(src, q)?.0);
+            Ok(())
+        };
+        // The variants without the fault protocol copy the source first.
+        if let (
+            false,
+            Source::Mapped {
+                file: sf,
+                first: sfirst,
+            },
+        ) = (self.variant == Variant::TwoState, source)
+        {
+            let src = self.mapping(sf);
+            for (i, to) in bounce.iter_mut().enumerate() {
+                let _fault = self.lock(src, Class::Add);
+                copy_from(src, sfirst + i as u64, to)?;
+            }
+        }
+        let held = self.lock(m, Class::Block);
+        let in_flight = m.dio_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.stats
+            .max_dio_in_flight
+            .fetch_max(in_flight, Ordering::Relaxed);
+        let result = (|| {
+            self.write_back(m, first, n, true)?;
+            if let (
+                Held::Two(guard),
+                Source::Mapped {
+                    file: sf,
+                    first: sfirst,
+                },
+            ) = (&held, source)
+            {
+                let src = self.mapping(sf);
+                let mut pinned = 0;
+                let mut cycles = 0;
+                let mut revalidate_err = None;
+                let pinning = guard.retry_faults(
+                    || {
+                        cycles += 1;
+                        // Pages may have been added while our Block was down.
+                        if let Err(e) = self.write_back(m, first, n, true) {
+                            revalidate_err.get_or_insert(e);
+                        }
+                    },
+                    || {
+                        while pinned < bounce.len() {
+                            let q = sfirst + pinned as u64;
+                            let fault = src.two_state.lock_fault()?;
+                            let copied = copy_from(src, q, &mut bounce[pinned]);
+                            drop(fault);
+                            if let Err(e) = copied {
+                                return Ok(Err(e));
+                            }
+                            pinned += 1;
+                        }
+                        Ok(Ok(()))
+                    },
+                );
+                self.stats.cycles.fetch_add(cycles, Ordering::Relaxed);
+                self.stats
+                    .max_cycles_per_write
+                    .fetch_max(cycles, Ordering::Relaxed);
+                match pinning {
+                    Err(FaultError::SameMapping) => return Err(OpError::BadAddress),
+                    Err(FaultError::OrderingViolation) => {
+                        unreachable!("retry_faults retries these")
+                    }
+                    Ok(copied) => copied?,
+                }
+                if let Some(e) = revalidate_err {
+                    return Err(e.into());
+                }
+            }
+            for (i, b) in bounce.iter_mut().enumerate() {
+                b.set_stamp(file, first + i as u64, version);
+                let fill = (version % 251) as u8;
+                b.0[24..].fill(fill);
+            }
+            self.disk_write(m, first, &bounce)?;
+            self.write_back(m, first, n, true)?;
+            for p in first..first + n {
+                self.publish(m, p, version, false);
+            }
+            Ok(())
+        })();
+        m.dio_in_flight.fetch_sub(1, Ordering::SeqCst);
+        drop(held);
+        match &result {
+            Ok(()) => {
+                self.stats.direct_writes.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .direct_bytes
+                    .fetch_add(n * PAGE as u64, Ordering::Relaxed);
+            }
+            Err(OpError::BadAddress) => {
+                self.stats.bad_address.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(OpError::Io(_)) => {}
+        }
+        result
+    }
+}

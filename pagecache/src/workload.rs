@@ -1,0 +1,275 @@
+//! The demonstration workload: direct writers, buffered readers and writers,
+//! direct reads and hole punches on a few files, run under one variant, with
+//! a watchdog and a report.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{Config, Engine, OpError, Source, Variant};
+
+/// Pages in a stripe; each stripe has one writer thread.
+const STRIPE: u64 = 8;
+
+/// Workload settings.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    /// Engine settings (files, pages, race window, device delay).
+    pub engine: Config,
+    /// Threads doing direct writes (and the buffered writes, direct reads
+    /// and hole punches of their own pages).
+    pub writers: usize,
+    /// Threads doing buffered reads.
+    pub readers: usize,
+    /// How long each variant runs.
+    pub duration: Duration,
+    /// Percent of direct writes whose source is mapped from another file.
+    pub cross_source_pct: u8,
+    /// Percent of direct writes whose source is mapped from the same file.
+    pub same_source_pct: u8,
+    /// Print a progress line every second.
+    pub progress: bool,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The variant.
+    pub variant: Variant,
+    /// Whether the files were really open with `O_DIRECT`.
+    pub direct_io: bool,
+    /// Wall time of the run.
+    pub wall: Duration,
+    /// Direct-write throughput, MiB/s.
+    pub direct_write_mib_s: f64,
+    /// Buffered reads and writes per second.
+    pub buffered_ops_s: f64,
+    /// Direct writes completed.
+    pub direct_writes: u64,
+    /// The most direct writes in flight on one file at once.
+    pub max_dio_in_flight: usize,
+    /// Stale (or malformed) pages read.
+    pub stale_reads: u64,
+    /// Direct writes refused with a bad address (source mapped from the same file).
+    pub bad_address: u64,
+    /// Fault cycles (ordering violations, each followed by a retry).
+    pub cycles: u64,
+    /// The most cycles one direct write needed.
+    pub max_cycles_per_write: u64,
+    /// Threads still stuck when the watchdog fired.
+    pub deadlocked_threads: usize,
+    /// The first I/O error, if any.
+    pub io_error: Option<String>,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory under `parent`.
+    pub fn new(parent: &Path) -> std::io::Result<TempDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = parent.join(format!("pagecache-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Counts finished threads, so the watchdog can wait with a deadline.
+#[derive(Default)]
+struct Finished {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Finished {
+    fn one(&self) {
+        *self.count.lock().unwrap() += 1;
+        self.changed.notify_all();
+    }
+}
+
+/// The pages `writer` owns: stripes `writer, writer + writers, ...`.
+fn owned_range(
+    rng: &mut fastrand::Rng,
+    writer: usize,
+    writers: usize,
+    pages: u64,
+    max_len: u64,
+) -> (u64, u64) {
+    let stripes = (pages / STRIPE) as usize;
+    let mine = (stripes - writer).div_ceil(writers);
+    let stripe = (writer + writers * rng.usize(..mine)) as u64;
+    let n = rng.u64(1..=max_len.min(STRIPE));
+    let first = stripe * STRIPE + rng.u64(..=STRIPE - n);
+    (first, n)
+}
+
+fn writer_loop(engine: &Engine, w: &Workload, id: usize, deadline: Instant) -> Result<(), OpError> {
+    let mut rng = fastrand::Rng::with_seed(0x5eed + id as u64);
+    let files = w.engine.files;
+    let pages = w.engine.pages;
+    let mut version = 1;
+    while Instant::now() < deadline {
+        version += 1;
+        let file = rng.usize(..files);
+        let (first, n) = owned_range(&mut rng, id, w.writers, pages, 4);
+        match rng.u8(..100) {
+            0..70 => {
+                let roll = rng.u8(..100);
+                let source = if roll < w.same_source_pct {
+                    Source::Mapped {
+                        file,
+                        first: rng.u64(..=pages - n),
+                    }
+                } else if roll < w.same_source_pct + w.cross_source_pct && files > 1 {
+                    let other = (file + 1 + rng.usize(..files - 1)) % files;
+                    Source::Mapped {
+                        file: other,
+                        first: rng.u64(..=pages - n),
+                    }
+                } else {
+                    Source::Memory
+                };
+                match engine.direct_write(file, first, n, source, version) {
+                    Ok(()) | Err(OpError::BadAddress) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            70..85 => engine.write(file, first, version)?,
+            85..95 => drop(engine.direct_read(file, rng.u64(..=pages - n), n)?),
+            _ => engine.punch_hole(file, first, n, version)?,
+        }
+    }
+    Ok(())
+}
+
+fn reader_loop(engine: &Engine, w: &Workload, id: usize, deadline: Instant) -> Result<(), OpError> {
+    let mut rng = fastrand::Rng::with_seed(0xbead + id as u64);
+    while Instant::now() < deadline {
+        engine.read(rng.usize(..w.engine.files), rng.u64(..w.engine.pages))?;
+    }
+    Ok(())
+}
+
+/// Runs the workload under `variant` in `dir` and reports. A run whose
+/// threads have not all finished 10 s after the deadline is reported as
+/// deadlocked; its stuck threads are left behind.
+pub fn run(dir: &Path, variant: Variant, w: &Workload) -> std::io::Result<Report> {
+    assert!(
+        w.engine.pages >= STRIPE * w.writers as u64,
+        "need at least {STRIPE} pages per writer"
+    );
+    let engine = Arc::new(Engine::create(dir, variant, w.engine.clone())?);
+    let finished = Arc::new(Finished::default());
+    let error = Arc::new(Mutex::new(None::<String>));
+    let start = Instant::now();
+    let deadline = start + w.duration;
+    let threads = w.writers + w.readers;
+    for id in 0..threads {
+        let (engine, finished, error, w) =
+            (engine.clone(), finished.clone(), error.clone(), w.clone());
+        thread::spawn(move || {
+            let r = if id < w.writers {
+                writer_loop(&engine, &w, id, deadline)
+            } else {
+                reader_loop(&engine, &w, id - w.writers, deadline)
+            };
+            if let Err(e) = r {
+                error.lock().unwrap().get_or_insert(e.to_string());
+            }
+            finished.one();
+        });
+    }
+    let give_up = deadline + Duration::from_secs(10);
+    let mut done = finished.count.lock().unwrap();
+    let mut last_print = start;
+    while *done < threads && Instant::now() < give_up {
+        done = finished
+            .changed
+            .wait_timeout(done, Duration::from_millis(100))
+            .unwrap()
+            .0;
+        if w.progress && last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            let s = &engine.stats;
+            eprintln!(
+                "  {:<16} {:>5.1} s  direct writes {:>7}  buffered reads {:>8}  stale {:>5}  cycles {:>5}",
+                variant.name(),
+                start.elapsed().as_secs_f64(),
+                s.direct_writes.load(Relaxed),
+                s.buffered_reads.load(Relaxed),
+                s.stale_reads.load(Relaxed),
+                s.cycles.load(Relaxed),
+            );
+        }
+    }
+    let stuck = threads - *done;
+    drop(done);
+    let wall = start.elapsed();
+    let secs = wall
+        .min(w.duration.max(Duration::from_millis(1)))
+        .as_secs_f64();
+    let s = &engine.stats;
+    let report = Report {
+        variant,
+        direct_io: engine.direct_io(),
+        wall,
+        direct_write_mib_s: s.direct_bytes.load(Relaxed) as f64 / (1 << 20) as f64 / secs,
+        buffered_ops_s: (s.buffered_reads.load(Relaxed) + s.buffered_writes.load(Relaxed)) as f64
+            / secs,
+        direct_writes: s.direct_writes.load(Relaxed),
+        max_dio_in_flight: s.max_dio_in_flight.load(Relaxed),
+        stale_reads: s.stale_reads.load(Relaxed),
+        bad_address: s.bad_address.load(Relaxed),
+        cycles: s.cycles.load(Relaxed),
+        max_cycles_per_write: s.max_cycles_per_write.load(Relaxed),
+        deadlocked_threads: stuck,
+        io_error: error.lock().unwrap().clone(),
+    };
+    if stuck > 0 {
+        // The stuck threads still use the engine: never drop it.
+        std::mem::forget(engine);
+    }
+    Ok(report)
+}
+
+/// The report as a markdown table.
+pub fn table(reports: &[Report]) -> String {
+    let mut out = String::from(
+        "| variant | direct-write MiB/s | buffered ops/s | max direct writes in flight on one file | stale reads | bad-address errors | ordering cycles (max per write) | deadlocks | wall s |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for r in reports {
+        out += &format!(
+            "| {} | {:.1} | {:.0} | {} | {} | {} | {} ({}) | {} | {:.1} |\n",
+            r.variant.name(),
+            r.direct_write_mib_s,
+            r.buffered_ops_s,
+            r.max_dio_in_flight,
+            r.stale_reads,
+            r.bad_address,
+            r.cycles,
+            r.max_cycles_per_write,
+            r.deadlocked_threads,
+            r.wall.as_secs_f64(),
+        );
+    }
+    out
+}

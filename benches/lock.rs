@@ -1,1 +1,105 @@
-fn main() {}
+//! Criterion micro-benchmarks: `cargo bench --bench lock`.
+//!
+//! `Add` is a reader/writer lock's read side and `Block` its write side.
+
+mod common;
+
+use common::reference::Reference;
+use common::{ParkingLotRwLock, StdRwLock, Subject, short_work};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+use two_state_lock::{Class, TwoStateLock};
+
+const CLASSES: [(Class, &str); 2] = [(Class::Add, "Add (read)"), (Class::Block, "Block (write)")];
+
+fn uncontended<S: Subject>(c: &mut Criterion) {
+    let mut g = c.benchmark_group("uncontended lock+unlock");
+    let lock = S::default();
+    for (class, label) in CLASSES {
+        g.bench_function(BenchmarkId::new(S::NAME, label), |b| {
+            b.iter(|| lock.with(black_box(class), || black_box(())))
+        });
+    }
+    g.finish();
+}
+
+fn try_lock<S: Subject>(c: &mut Criterion) {
+    let mut g = c.benchmark_group("uncontended try_lock+unlock");
+    let lock = S::default();
+    for (class, label) in CLASSES {
+        g.bench_function(BenchmarkId::new(S::NAME, label), |b| {
+            b.iter(|| lock.try_with(black_box(class)))
+        });
+    }
+    g.finish();
+}
+
+/// Runs `helper` on another thread until `iters` iterations of `main` are
+/// done, and times the main thread.
+fn against_helper<S: Subject>(iters: u64, main: Class, helper: Class) -> Duration {
+    let lock = Arc::new(S::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (l, s) = (lock.clone(), stop.clone());
+    let h = thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            l.with(helper, short_work);
+        }
+    });
+    let start = Instant::now();
+    for _ in 0..iters {
+        lock.with(main, short_work);
+    }
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    h.join().unwrap();
+    elapsed
+}
+
+fn class_switch<S: Subject>(c: &mut Criterion) {
+    let mut g = c.benchmark_group("class switch, two threads (Add vs Block)");
+    g.bench_function(S::NAME, |b| {
+        b.iter_custom(|iters| against_helper::<S>(iters, Class::Add, Class::Block))
+    });
+    g.finish();
+}
+
+fn same_class<S: Subject>(c: &mut Criterion) {
+    let mut g = c.benchmark_group("same class, two threads (Add vs Add)");
+    g.bench_function(S::NAME, |b| {
+        b.iter_custom(|iters| against_helper::<S>(iters, Class::Add, Class::Add))
+    });
+    g.finish();
+    let mut g = c.benchmark_group("same class, two threads (Block vs Block)");
+    g.bench_function(S::NAME, |b| {
+        b.iter_custom(|iters| against_helper::<S>(iters, Class::Block, Class::Block))
+    });
+    g.finish();
+}
+
+fn all<S: Subject>(c: &mut Criterion) {
+    uncontended::<S>(c);
+    try_lock::<S>(c);
+    class_switch::<S>(c);
+    same_class::<S>(c);
+}
+
+fn benches(c: &mut Criterion) {
+    all::<TwoStateLock>(c);
+    all::<StdRwLock>(c);
+    all::<ParkingLotRwLock>(c);
+    all::<Reference>(c);
+}
+
+criterion_group! {
+    name = lock;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_millis(1500))
+        .sample_size(30);
+    targets = benches
+}
+criterion_main!(lock);

@@ -1,1 +1,373 @@
-fn main() {}
+//! The scenario runner: `cargo bench --bench scenarios` prints markdown tables
+//! (and writes `docs/fairness.svg`); `-- --smoke` runs each scenario briefly.
+//!
+//! Scenarios: direct-I/O concurrency, fairness in both directions, mixed
+//! throughput at several Add:Block ratios, and lock sizes, for
+//! `TwoStateLock`, `std::sync::RwLock`, `parking_lot::RwLock` and the
+//! reference algorithm. A reader/writer lock's read side stands for `Add`,
+//! its write side for `Block`.
+
+mod common;
+
+use common::reference::Reference;
+use common::{ParkingLotRwLock, StdRwLock, Subject, short_work};
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+use two_state_lock::{Class, TwoStateLock};
+
+struct Settings {
+    /// Run length of one measurement.
+    run: Duration,
+    /// Write the fairness chart here.
+    svg: Option<String>,
+}
+
+/// Runs `f` once per lock under comparison, collecting a row each.
+macro_rules! for_each_lock {
+    ($f:ident, $($arg:expr),*) => {
+        vec![
+            $f::<TwoStateLock>($($arg),*),
+            $f::<StdRwLock>($($arg),*),
+            $f::<ParkingLotRwLock>($($arg),*),
+            $f::<Reference>($($arg),*),
+        ]
+    };
+}
+
+/// Runs `threads` threads doing `op` back to back for `run`; returns the
+/// operations completed per second.
+fn throughput<S: Subject>(
+    threads: usize,
+    run: Duration,
+    op: impl Fn(&S, &mut fastrand::Rng) + Send + Sync + 'static,
+) -> f64 {
+    let lock = Arc::new(S::default());
+    let op = Arc::new(op);
+    let ops = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (lock, op, ops, start) = (lock.clone(), op.clone(), ops.clone(), start.clone());
+            thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(t as u64);
+                start.wait();
+                let deadline = Instant::now() + run;
+                let mut n = 0;
+                while Instant::now() < deadline {
+                    op(&lock, &mut rng);
+                    n += 1;
+                }
+                ops.fetch_add(n, Relaxed);
+            })
+        })
+        .collect();
+    start.wait();
+    let t = Instant::now();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    ops.load(Relaxed) as f64 / t.elapsed().as_secs_f64()
+}
+
+// ---------------------------------------------------------------- direct I/O
+
+const IO: Duration = Duration::from_micros(200);
+const IO_THREADS: [usize; 4] = [1, 2, 4, 8];
+
+/// Ops/s for each thread count, each thread holding `Block` for a 200 us sleep.
+fn direct_io<S: Subject>(s: &Settings) -> (&'static str, Vec<f64>) {
+    let rates = IO_THREADS
+        .iter()
+        .map(|&n| throughput::<S>(n, s.run, |l, _| l.with(Class::Block, || thread::sleep(IO))))
+        .collect();
+    (S::NAME, rates)
+}
+
+fn print_direct_io(s: &Settings) {
+    println!("## Direct-I/O concurrency\n");
+    println!(
+        "N threads on one lock, each holding `Block` (a reader/writer lock: write) around a {} us sleep standing for the I/O. Operations/s, and in brackets the fraction of the ideal N x (N times the same lock's 1-thread rate).\n",
+        IO.as_micros()
+    );
+    let rows = for_each_lock!(direct_io, s);
+    print!("| lock |");
+    IO_THREADS.iter().for_each(|n| print!(" N={n} |"));
+    println!(" N=8 vs std RwLock |");
+    println!("| --- |{} ---: |", " ---: |".repeat(IO_THREADS.len()));
+    let std_8 = rows[1].1[IO_THREADS.len() - 1];
+    for (name, rates) in &rows {
+        print!("| {name} |");
+        for (i, r) in rates.iter().enumerate() {
+            print!(" {:.0} ({:.2}) |", r, r / (rates[0] * IO_THREADS[i] as f64));
+        }
+        println!(" {:.2}x |", rates[IO_THREADS.len() - 1] / std_8);
+    }
+    println!();
+}
+
+// ------------------------------------------------------------------ fairness
+
+const STREAMERS: usize = 3;
+const HOLD: Duration = Duration::from_micros(100);
+const PERIOD: Duration = Duration::from_millis(2);
+
+struct Fairness {
+    name: &'static str,
+    /// Waits of the periodic thread, in microseconds.
+    waits: Histogram<u64>,
+    /// Acquisitions by the streamers.
+    streamed: u64,
+}
+
+/// `STREAMERS` threads take `stream` back to back, each holding it for a
+/// `HOLD` sleep (top-level, overlapping, so the lock is never free unless
+/// fairness makes it so); one thread takes `stream.other()` every `PERIOD`
+/// and records how long it waited.
+fn fairness<S: Subject>(s: &Settings, stream: Class) -> Fairness {
+    let lock = Arc::new(S::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let streamed = Arc::new(AtomicU64::new(0));
+    let streamers: Vec<_> = (0..STREAMERS)
+        .map(|i| {
+            let (lock, stop, streamed) = (lock.clone(), stop.clone(), streamed.clone());
+            thread::spawn(move || {
+                // Staggered starts so the holds overlap.
+                thread::sleep(HOLD * i as u32 / STREAMERS as u32);
+                while !stop.load(Relaxed) {
+                    lock.with(stream, || thread::sleep(HOLD));
+                    streamed.fetch_add(1, Relaxed);
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(20));
+    let mut waits = Histogram::<u64>::new(3).unwrap();
+    let end = Instant::now() + s.run;
+    // Ends the stream at the end of the run, even while the periodic thread
+    // is starved: its wait is then recorded in full.
+    let stopper = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            thread::sleep(end.saturating_duration_since(Instant::now()));
+            stop.store(true, Relaxed);
+        })
+    };
+    while Instant::now() < end {
+        let t = Instant::now();
+        lock.with(stream.other(), short_work);
+        waits.record(t.elapsed().as_micros() as u64).unwrap();
+        thread::sleep(PERIOD);
+    }
+    stopper.join().unwrap();
+    stop.store(true, Relaxed);
+    streamers.into_iter().for_each(|h| h.join().unwrap());
+    Fairness {
+        name: S::NAME,
+        waits,
+        streamed: streamed.load(Relaxed),
+    }
+}
+
+fn fmt_wait(us: u64, run: Duration) -> String {
+    if us as u128 >= run.as_micros() / 2 {
+        format!("**{:.2} s (starved)**", us as f64 / 1e6)
+    } else if us >= 10_000 {
+        format!("{:.1} ms", us as f64 / 1e3)
+    } else {
+        format!("{us} us")
+    }
+}
+
+fn print_fairness(s: &Settings) -> Vec<(Class, Vec<Fairness>)> {
+    println!("## Fairness\n");
+    println!(
+        "{STREAMERS} threads take the streaming class back to back, each holding it for a {} us sleep; one thread takes the other class every {} ms. Its wait, over {:.1} s per lock (a wait of half the run or more means it was starved until the stream stopped).\n",
+        HOLD.as_micros(),
+        PERIOD.as_millis(),
+        s.run.as_secs_f64()
+    );
+    let mut all = Vec::new();
+    for stream in [Class::Add, Class::Block] {
+        let rows = for_each_lock!(fairness, s, stream);
+        println!(
+            "Streaming `{stream:?}` (rwlock: {}), periodic `{:?}` (rwlock: {}):\n",
+            if stream == Class::Add {
+                "readers"
+            } else {
+                "writers"
+            },
+            stream.other(),
+            if stream == Class::Add {
+                "writer"
+            } else {
+                "reader"
+            },
+        );
+        println!(
+            "| lock | periodic acquisitions | wait p50 | wait p99 | wait max | streamed acquisitions |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+        for r in &rows {
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                r.name,
+                r.waits.len(),
+                fmt_wait(r.waits.value_at_quantile(0.5), s.run),
+                fmt_wait(r.waits.value_at_quantile(0.99), s.run),
+                fmt_wait(r.waits.max(), s.run),
+                r.streamed
+            );
+        }
+        println!();
+        all.push((stream, rows));
+    }
+    all
+}
+
+fn plot_fairness(
+    path: &str,
+    data: &[(Class, Vec<Fairness>)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 2));
+    let colors = [
+        RGBColor(0, 114, 178),
+        RGBColor(230, 159, 0),
+        RGBColor(0, 158, 115),
+        RGBColor(204, 121, 167),
+    ];
+    for ((stream, rows), panel) in data.iter().zip(panels.iter()) {
+        let max = rows
+            .iter()
+            .map(|r| r.waits.max())
+            .max()
+            .unwrap_or(1)
+            .max(10) as f64;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!("{:?} wait under a {stream:?} stream", stream.other()),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..100f64, (1f64..max * 2.0).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("percentile of waits")
+            .y_desc("wait (us, log)")
+            .draw()?;
+        for (r, color) in rows.iter().zip(colors) {
+            let points: Vec<(f64, f64)> = (0..=200)
+                .map(|i| {
+                    let q = i as f64 / 200.0;
+                    (q * 100.0, r.waits.value_at_quantile(q).max(1) as f64)
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(r.name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------- mixed
+
+const RATIOS: [u32; 4] = [100, 99, 90, 50];
+const MIXED_THREADS: usize = 4;
+
+fn mixed<S: Subject>(s: &Settings) -> (&'static str, Vec<f64>) {
+    let rates = RATIOS
+        .iter()
+        .map(|&add_pct| {
+            throughput::<S>(MIXED_THREADS, s.run, move |l, rng| {
+                let class = if rng.u32(..100) < add_pct {
+                    Class::Add
+                } else {
+                    Class::Block
+                };
+                l.with(class, short_work);
+            })
+        })
+        .collect();
+    (S::NAME, rates)
+}
+
+fn print_mixed(s: &Settings) {
+    println!("## Mixed throughput\n");
+    println!(
+        "{MIXED_THREADS} threads on one lock, each op picks `Add` or `Block` at the given ratio and holds it for a short critical section. Million ops/s (higher is better); last column: the 90:10 rate relative to the reference.\n"
+    );
+    let rows = for_each_lock!(mixed, s);
+    print!("| lock |");
+    RATIOS.iter().for_each(|r| print!(" {r}:{} |", 100 - r));
+    println!(" 90:10 vs reference |");
+    println!("| --- |{} ---: |", " ---: |".repeat(RATIOS.len()));
+    let reference = rows[3].1[2];
+    for (name, rates) in &rows {
+        print!("| {name} |");
+        rates.iter().for_each(|r| print!(" {:.2} |", r / 1e6));
+        println!(" {:.2}x |", rates[2] / reference);
+    }
+    println!();
+}
+
+fn print_sizes() {
+    println!("## Size\n");
+    println!("| lock | bytes |\n| --- | ---: |");
+    println!("| two-state | {} |", TwoStateLock::size());
+    println!("| std RwLock<()> | {} |", StdRwLock::size());
+    println!("| parking_lot RwLock<()> | {} |", ParkingLotRwLock::size());
+    println!("| reference (bcachefs port) | {} |", Reference::size());
+    println!();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let settings = Settings {
+        run: if smoke {
+            Duration::from_millis(150)
+        } else {
+            Duration::from_secs(2)
+        },
+        svg: (!smoke)
+            .then(|| concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fairness.svg").to_string()),
+    };
+    if let Some(bad) = args.iter().find(|a| *a != "--smoke") {
+        eprintln!("scenarios: unknown argument '{bad}' (only --smoke)");
+        std::process::exit(2);
+    }
+    println!(
+        "# Scenarios ({} per measurement, {} CPUs)\n",
+        if smoke { "150 ms smoke run" } else { "2 s" },
+        thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    print_sizes();
+    print_direct_io(&settings);
+    let fairness = print_fairness(&settings);
+    print_mixed(&settings);
+    if let Some(path) = settings.svg {
+        match plot_fairness(&path, &fairness) {
+            Ok(()) => println!("Fairness chart written to {path}"),
+            Err(e) => eprintln!("scenarios: cannot write {path}: {e}"),
+        }
+    }
+}

@@ -10,4 +10,4 @@ mod sync;
 pub use fault::{FaultError, Scoped};
 pub use guard::{ArcGuard, Guard};
 pub use lock::TwoStateLock;
-pub use raw::{Class, LockState, MAX_HOLDERS};
+pub use raw::{Class, LockState, MAX_HOLDERS, MAX_WAITERS};

@@ -18,7 +18,7 @@ use crate::sync::const_fn_unless_loom;
 /// holds a [`Guard`] or has a held-mapping token active) never wait behind a
 /// waiter, only while the other class holds. See the crate docs.
 ///
-/// 12 bytes; uncontended acquire and release are one compare-and-swap each.
+/// 16 bytes; uncontended acquire and release are one compare-and-swap each.
 ///
 /// ```
 /// use two_state_lock::{Class, TwoStateLock};
@@ -69,8 +69,8 @@ impl TwoStateLock {
     /// ```
     #[inline]
     pub fn lock(&self, class: Class) -> Guard<'_> {
-        if !self.raw.try_lock_fast(class) {
-            self.raw.lock_slow(class, fault::admission());
+        if let Err(state) = self.raw.try_lock_fast(class) {
+            self.raw.lock_contended(state, class, fault::admission());
         }
         Guard::new(self, class)
     }
@@ -96,8 +96,8 @@ impl TwoStateLock {
     /// ```
     #[inline]
     pub fn lock_nested(&self, class: Class) -> Guard<'_> {
-        if !self.raw.try_lock_fast(class) {
-            self.raw.lock_slow(class, Admission::Nested);
+        if let Err(state) = self.raw.try_lock_fast(class) {
+            self.raw.lock_contended(state, class, Admission::Nested);
         }
         Guard::new(self, class)
     }
@@ -118,7 +118,11 @@ impl TwoStateLock {
     /// ```
     #[inline]
     pub fn try_lock(&self, class: Class) -> Option<Guard<'_>> {
-        if self.raw.try_lock_fast(class) || self.raw.try_lock_slow(class, fault::admission()) {
+        let taken = match self.raw.try_lock_fast(class) {
+            Ok(()) => true,
+            Err(state) => self.raw.try_lock_from(state, class, fault::admission()),
+        };
+        if taken {
             Some(Guard::new(self, class))
         } else {
             None
@@ -140,8 +144,8 @@ impl TwoStateLock {
     /// ```
     #[inline]
     pub fn lock_arc(self: &Arc<Self>, class: Class) -> ArcGuard {
-        if !self.raw.try_lock_fast(class) {
-            self.raw.lock_slow(class, fault::admission());
+        if let Err(state) = self.raw.try_lock_fast(class) {
+            self.raw.lock_contended(state, class, fault::admission());
         }
         ArcGuard::new(Arc::clone(self), class)
     }
@@ -158,7 +162,11 @@ impl TwoStateLock {
     /// ```
     #[inline]
     pub fn try_lock_arc(self: &Arc<Self>, class: Class) -> Option<ArcGuard> {
-        if self.raw.try_lock_fast(class) || self.raw.try_lock_slow(class, fault::admission()) {
+        let taken = match self.raw.try_lock_fast(class) {
+            Ok(()) => true,
+            Err(state) => self.raw.try_lock_from(state, class, fault::admission()),
+        };
+        if taken {
             Some(ArcGuard::new(Arc::clone(self), class))
         } else {
             None
@@ -208,7 +216,7 @@ impl fmt::Debug for TwoStateLock {
     /// let _g = lock.lock(Class::Block);
     /// assert_eq!(
     ///     format!("{lock:?}"),
-    ///     "TwoStateLock { class: Block, holders: 1, add_waiting: false, block_waiting: false }"
+    ///     "TwoStateLock { class: Block, holders: 1, add_waiters: 0, block_waiters: 0 }"
     /// );
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -216,8 +224,8 @@ impl fmt::Debug for TwoStateLock {
         f.debug_struct("TwoStateLock")
             .field("class", &s.class)
             .field("holders", &s.holders)
-            .field("add_waiting", &s.add_waiting)
-            .field("block_waiting", &s.block_waiting)
+            .field("add_waiters", &s.add_waiters)
+            .field("block_waiters", &s.block_waiters)
             .finish()
     }
 }

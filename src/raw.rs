@@ -5,7 +5,7 @@
 //! is top-level or nested (see `crate::fault` for the thread-local part) and
 //! release exactly what they took. Guards in `crate::guard` make that safe.
 
-use crate::sync::{AtomicU32, Ordering, Spin, WakeWord, const_fn_unless_loom};
+use crate::sync::{AtomicU64, Ordering, Spin, WakeWord, const_fn_unless_loom};
 
 /// The class of a hold. Holders of one class share the lock; the two classes
 /// exclude each other.
@@ -43,19 +43,19 @@ impl Class {
 
     /// This class in the `CLASS` bit.
     #[inline]
-    const fn bit(self) -> u32 {
+    const fn bit(self) -> u64 {
         match self {
             Class::Add => 0,
             Class::Block => CLASS_BLOCK,
         }
     }
 
-    /// This class's `WANT` bit.
+    /// One waiter of this class in its waiter count.
     #[inline]
-    const fn want(self) -> u32 {
+    const fn waiter(self) -> u64 {
         match self {
-            Class::Add => WANT_ADD,
-            Class::Block => WANT_BLOCK,
+            Class::Add => 1 << ADD_WAITERS_SHIFT,
+            Class::Block => 1 << BLOCK_WAITERS_SHIFT,
         }
     }
 
@@ -65,38 +65,57 @@ impl Class {
     }
 }
 
-// The state word.
+// The state word (64 bits).
 //
-// Invariant: a WANT bit is only set by a thread that is about to sleep, or
-// left set by a hand-off that is waiting for that class to arrive. It is
-// never left behind by a thread that got in some other way, so a release
-// that sees no WANT bit of the other class knows nobody of it sleeps.
+// Invariant: a class's waiter count is the number of threads of that class
+// inside `lock_slow` that have signed up to sleep and not yet entered. A
+// thread counts itself once, when it first signs up, and uncounts itself in
+// the same compare-and-swap that lets it in, so the count is never stale:
+// while it is non-zero, a thread of that class is still coming. (A single
+// WANT bit per class cannot say that: a thread that set it and was then let
+// in by an earlier hand-off's late wake-up leaves it set with nobody behind
+// it, and the lock is eventually handed to a class that never arrives.)
+//
+// "Count 0, CLASS = X, X waiters > 0" is a pending hand-off to X: only X
+// (top-level or nested) and nested acquisitions of the other class get in.
 
 /// Holders (low 29 bits). While 0, the lock is free.
-const COUNT_MASK: u32 = (1 << 29) - 1;
+const COUNT_MASK: u64 = (1 << 29) - 1;
 /// The class holding, or whose turn it is while the count is 0. Set = Block.
-const CLASS_BLOCK: u32 = 1 << 29;
-/// An `Add` thread sleeps, or a hand-off to `Add` is pending.
-const WANT_ADD: u32 = 1 << 30;
-/// A `Block` thread sleeps, or a hand-off to `Block` is pending.
-const WANT_BLOCK: u32 = 1 << 31;
-const WANTS: u32 = WANT_ADD | WANT_BLOCK;
+const CLASS_BLOCK: u64 = 1 << 29;
+/// `Add` threads signed up to sleep (16 bits).
+const ADD_WAITERS_SHIFT: u32 = 32;
+/// `Block` threads signed up to sleep (16 bits).
+const BLOCK_WAITERS_SHIFT: u32 = 48;
+const WAITER_MASK: u64 = 0xffff;
+const WAITERS: u64 = u64::MAX << ADD_WAITERS_SHIFT;
 
 /// The most holders one lock can count. One more panics.
-pub const MAX_HOLDERS: u32 = COUNT_MASK;
+pub const MAX_HOLDERS: u32 = COUNT_MASK as u32;
+/// The most threads that can wait for one class of one lock. One more panics.
+pub const MAX_WAITERS: u32 = WAITER_MASK as u32;
 
 #[inline]
-fn holders(state: u32) -> u32 {
-    state & COUNT_MASK
+fn holders(state: u64) -> u32 {
+    (state & COUNT_MASK) as u32
 }
 
 #[inline]
-fn class_of(state: u32) -> Class {
+fn class_of(state: u64) -> Class {
     if state & CLASS_BLOCK == 0 {
         Class::Add
     } else {
         Class::Block
     }
+}
+
+#[inline]
+fn waiters(state: u64, class: Class) -> u32 {
+    let shift = match class {
+        Class::Add => ADD_WAITERS_SHIFT,
+        Class::Block => BLOCK_WAITERS_SHIFT,
+    };
+    ((state >> shift) & WAITER_MASK) as u32
 }
 
 /// How an acquisition is judged.
@@ -114,8 +133,8 @@ pub(crate) enum Admission {
 }
 
 #[inline]
-fn is_lockable_top_level(state: u32, class: Class) -> bool {
-    let other_waits = state & class.other().want() != 0;
+fn is_lockable_top_level(state: u64, class: Class) -> bool {
+    let other_waits = waiters(state, class.other()) != 0;
     if holders(state) == 0 {
         // Free: take it unless a hand-off to the other class is pending.
         class_of(state) == class || !other_waits
@@ -126,12 +145,12 @@ fn is_lockable_top_level(state: u32, class: Class) -> bool {
 }
 
 #[inline]
-fn is_lockable_nested(state: u32, class: Class) -> bool {
+fn is_lockable_nested(state: u64, class: Class) -> bool {
     holders(state) == 0 || class_of(state) == class
 }
 
 #[inline]
-fn is_lockable(state: u32, class: Class, admission: Admission) -> bool {
+fn is_lockable(state: u64, class: Class, admission: Admission) -> bool {
     match admission {
         Admission::TopLevel => is_lockable_top_level(state, class),
         Admission::Nested => is_lockable_nested(state, class),
@@ -139,24 +158,22 @@ fn is_lockable(state: u32, class: Class, admission: Admission) -> bool {
     }
 }
 
-/// The state after one more holder of `class` enters `state`.
+/// The state after one more holder of `class` enters `state`; `counted`:
+/// the entering thread is one of the class's waiters, and uncounts itself.
 ///
 /// Panics, before anything changes, when the count is full.
 #[inline]
-fn entered(state: u32, class: Class) -> u32 {
-    let count = holders(state);
-    if count == MAX_HOLDERS {
+fn entered(state: u64, class: Class, counted: bool) -> u64 {
+    if holders(state) == MAX_HOLDERS {
         too_many_holders();
     }
-    if count > 0 {
-        return state + 1;
-    }
-    let mut wants = state & WANTS;
-    if class_of(state) == class {
-        // Count 0 and our class's turn: a pending hand-off to us is taken up.
-        wants &= !class.want();
-    }
-    wants | class.bit() | 1
+    let next = if holders(state) > 0 {
+        state + 1
+    } else {
+        // Take the turn: our class, waiter counts unchanged.
+        (state & WAITERS) | class.bit() | 1
+    };
+    if counted { next - class.waiter() } else { next }
 }
 
 #[cold]
@@ -164,6 +181,15 @@ fn entered(state: u32, class: Class) -> u32 {
 #[track_caller]
 fn too_many_holders() -> ! {
     panic!("two-state-lock: more than {MAX_HOLDERS} holders at once; the lock was left unchanged")
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn too_many_waiters() -> ! {
+    panic!(
+        "two-state-lock: more than {MAX_WAITERS} threads waiting for one class; the lock was left unchanged"
+    )
 }
 
 /// A snapshot of a lock's state word, for `Debug` and diagnostics.
@@ -176,7 +202,7 @@ fn too_many_holders() -> ! {
 /// let _g = lock.lock(Class::Block);
 /// let s = lock.state();
 /// assert_eq!((s.holders, s.class), (1, Class::Block));
-/// assert!(!s.add_waiting && !s.block_waiting);
+/// assert_eq!((s.add_waiters, s.block_waiters), (0, 0));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockState {
@@ -184,15 +210,15 @@ pub struct LockState {
     pub holders: u32,
     /// The class holding; while `holders` is 0, the class whose turn it is.
     pub class: Class,
-    /// An `Add` acquirer sleeps, or the lock is being handed to `Add`.
-    pub add_waiting: bool,
-    /// A `Block` acquirer sleeps, or the lock is being handed to `Block`.
-    pub block_waiting: bool,
+    /// `Add` threads that have signed up to sleep and not yet entered.
+    pub add_waiters: u32,
+    /// `Block` threads that have signed up to sleep and not yet entered.
+    pub block_waiters: u32,
 }
 
-/// The lock's state machine: 12 bytes.
+/// The lock's state machine: 16 bytes.
 pub(crate) struct RawLock {
-    state: AtomicU32,
+    state: AtomicU64,
     /// One wake word per class, so a release wakes only the class it admits.
     wake: [WakeWord; 2],
 }
@@ -200,7 +226,7 @@ pub(crate) struct RawLock {
 impl RawLock {
     const_fn_unless_loom! {
         pub(crate) fn new() -> Self {
-            Self { state: AtomicU32::new(0), wake: [WakeWord::new(), WakeWord::new()] }
+            Self { state: AtomicU64::new(0), wake: [WakeWord::new(), WakeWord::new()] }
         }
     }
 
@@ -209,15 +235,15 @@ impl RawLock {
         LockState {
             holders: holders(s),
             class: class_of(s),
-            add_waiting: s & WANT_ADD != 0,
-            block_waiting: s & WANT_BLOCK != 0,
+            add_waiters: waiters(s, Class::Add),
+            block_waiters: waiters(s, Class::Block),
         }
     }
 
     /// The uncontended acquisition: the lock is free, it is `class`'s turn
-    /// and nobody waits. One compare-and-swap.
+    /// and nobody waits. One compare-and-swap; on failure, the state seen.
     #[inline]
-    pub(crate) fn try_lock_fast(&self, class: Class) -> bool {
+    pub(crate) fn try_lock_fast(&self, class: Class) -> Result<(), u64> {
         // Acquire: the holder sees what the previous holders wrote.
         self.state
             .compare_exchange(
@@ -226,18 +252,29 @@ impl RawLock {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             )
-            .is_ok()
+            .map(drop)
     }
 
-    /// Takes one hold of `class` if the rules for `admission` allow it now.
-    #[cold]
-    pub(crate) fn try_lock_slow(&self, class: Class, admission: Admission) -> bool {
-        let mut state = self.state.load(Ordering::Relaxed);
+    /// Takes one hold of `class` if the rules for `admission` allow it now,
+    /// starting from `state`, the state last seen (no extra load).
+    #[inline(never)]
+    pub(crate) fn try_lock_from(&self, state: u64, class: Class, admission: Admission) -> bool {
+        self.enter_from(state, class, admission, false)
+    }
+
+    /// As `try_lock_from`; `counted`: this thread is a counted waiter.
+    fn enter_from(
+        &self,
+        mut state: u64,
+        class: Class,
+        admission: Admission,
+        counted: bool,
+    ) -> bool {
         while is_lockable(state, class, admission) {
             // Acquire, as in `try_lock_fast`.
             match self.state.compare_exchange(
                 state,
-                entered(state, class),
+                entered(state, class, counted),
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
@@ -248,26 +285,35 @@ impl RawLock {
         false
     }
 
-    /// Takes one hold of `class`, sleeping until the rules for `admission`
-    /// allow it.
+    /// Takes one hold of `class`, sleeping until `admission` allows it.
     #[inline]
     pub(crate) fn lock(&self, class: Class, admission: Admission) {
-        if !self.try_lock_fast(class) {
+        if let Err(state) = self.try_lock_fast(class) {
+            self.lock_contended(state, class, admission);
+        }
+    }
+
+    /// [`lock`](Self::lock) after the fast path failed, having seen `state`.
+    #[inline(never)]
+    pub(crate) fn lock_contended(&self, state: u64, class: Class, admission: Admission) {
+        if !self.try_lock_from(state, class, admission) {
             self.lock_slow(class, admission);
         }
     }
 
-    /// Takes one hold of `class`, sleeping until `admission` allows it.
+    /// Spins, then sleeps, until `first_admission` admits `class`.
     #[cold]
-    pub(crate) fn lock_slow(&self, class: Class, first_admission: Admission) {
+    fn lock_slow(&self, class: Class, first_admission: Admission) {
         let mut admission = first_admission;
         let spin = Spin::new();
         let wake = &self.wake[class.index()];
+        // Whether this thread is counted among the class's waiters.
+        let mut counted = false;
         loop {
-            if self.try_lock_slow(class, admission) {
-                return;
-            }
             if spin.spin() {
+                if self.try_lock_from(self.state.load(Ordering::Relaxed), class, admission) {
+                    return;
+                }
                 continue;
             }
             // Sign up to sleep. Read the wake word first: a hand-off to us
@@ -275,23 +321,29 @@ impl RawLock {
             // fails and we judge again) or the word (so the wait returns).
             let seen = wake.load();
             let state = self.state.load(Ordering::Relaxed);
-            if is_lockable(state, class, admission) {
-                continue;
+            if self.enter_from(state, class, admission, counted) {
+                return;
             }
+            let signed_up = if counted {
+                state
+            } else {
+                if waiters(state, class) == MAX_WAITERS {
+                    too_many_waiters();
+                }
+                state + class.waiter()
+            };
             // AcqRel: orders our read of the wake word before the hand-off
-            // that will observe our WANT bit and bump it.
+            // that will see our count and bump it. The CAS is from the exact
+            // state judged closed (also when already counted): if anything
+            // moved, judge again.
             if self
                 .state
-                .compare_exchange(
-                    state,
-                    state | class.want(),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
+                .compare_exchange(state, signed_up, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {
                 continue;
             }
+            counted = true;
             wake.wait(seen);
             admission = if first_admission == Admission::Nested {
                 Admission::Nested
@@ -301,6 +353,14 @@ impl RawLock {
                 // Spurious wake-up: judge as before.
                 first_admission
             };
+            if self.enter_from(
+                self.state.load(Ordering::Relaxed),
+                class,
+                admission,
+                counted,
+            ) {
+                return;
+            }
         }
     }
 
@@ -309,24 +369,21 @@ impl RawLock {
     pub(crate) fn unlock(&self, class: Class) {
         // The last holder, nobody waiting: one compare-and-swap. Release:
         // the next holder sees what this one wrote.
-        if self
-            .state
-            .compare_exchange(
-                class.bit() | 1,
-                class.bit(),
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            self.unlock_slow(class);
+        if let Err(state) = self.state.compare_exchange(
+            class.bit() | 1,
+            class.bit(),
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            self.unlock_from(state, class);
         }
     }
 
-    #[cold]
-    fn unlock_slow(&self, class: Class) {
+    /// Releases one hold of `class` when other holders remain or someone
+    /// waits, starting from `state`, the state last seen.
+    #[inline(never)]
+    fn unlock_from(&self, mut state: u64, class: Class) {
         let other = class.other();
-        let mut state = self.state.load(Ordering::Relaxed);
         let handed_off = loop {
             debug_assert!(
                 holders(state) > 0,
@@ -337,16 +394,16 @@ impl RawLock {
                 class,
                 "two-state-lock: release of the wrong class"
             );
-            // One CAS computes the next state whole (a `fetch_sub` would
-            // publish "count 0, our class, WANT_other", which looks like a
-            // hand-off pending to us). A hand-off leaves WANT_other set as
-            // "hand-off pending" until an `other` thread enters: clearing it
-            // here would let the old class steal the turn back.
-            let hand_off = holders(state) == 1 && state & other.want() != 0;
+            // One CAS computes the next state whole. A `fetch_sub` would
+            // publish "count 0, our class, other class waiting": our class
+            // could re-enter and keep the turn while the waiters sleep on.
+            // The hand-off gives the turn to the other class; its waiter
+            // count marks the hand-off pending until they have all entered.
+            let hand_off = holders(state) == 1 && waiters(state, other) != 0;
             let (next, order) = if hand_off {
                 // AcqRel: pairs with the sleeper's sign-up CAS, so its read
                 // of the wake word happens before our bump.
-                ((state & WANTS) | other.bit(), Ordering::AcqRel)
+                ((state & WAITERS) | other.bit(), Ordering::AcqRel)
             } else {
                 (state - 1, Ordering::Release)
             };
@@ -367,7 +424,8 @@ impl RawLock {
     /// to reach by acquiring.
     #[cfg(all(test, not(loom)))]
     pub(crate) fn set_state_for_test(&self, holders: u32, class: Class) {
-        self.state.store(holders | class.bit(), Ordering::Relaxed);
+        self.state
+            .store(u64::from(holders) | class.bit(), Ordering::Relaxed);
     }
 }
 
@@ -385,7 +443,9 @@ mod tests {
             let msg = err.downcast_ref::<String>().unwrap();
             assert!(msg.contains("more than 536870911 holders"), "{msg}");
             assert_eq!(lock.snapshot(), before);
-            let err = std::panic::catch_unwind(|| lock.try_lock_slow(Class::Add, admission));
+            let err = std::panic::catch_unwind(|| {
+                lock.try_lock_from(lock.state.load(Ordering::Relaxed), Class::Add, admission)
+            });
             assert!(err.is_err());
             assert_eq!(lock.snapshot(), before);
         }
@@ -399,28 +459,48 @@ mod tests {
 
     #[test]
     fn admission_rules() {
-        let c = |h: u32, class: Class, wants: u32| h | class.bit() | wants;
         use Class::*;
+        let c = |h: u64, class: Class, add_waiters: u64, block_waiters: u64| {
+            h | class.bit() | (add_waiters * Add.waiter()) | (block_waiters * Block.waiter())
+        };
         // Free, Add's turn: anyone gets in.
-        assert!(is_lockable_top_level(c(0, Add, 0), Block));
-        // Block waits while Add holds: top-level Add may not join, nested may.
-        assert!(!is_lockable_top_level(c(3, Add, WANT_BLOCK), Add));
-        assert!(is_lockable_nested(c(3, Add, WANT_BLOCK), Add));
-        assert!(is_lockable(
-            c(3, Add, WANT_BLOCK),
-            Add,
-            Admission::HandedOff
-        ));
-        // Hand-off to Block pending: top-level Add waits, Block takes the turn.
-        let pending = c(0, Block, WANT_BLOCK);
+        assert!(is_lockable_top_level(c(0, Add, 0, 0), Block));
+        // Block waits while Add holds: top-level Add may not join, nested may,
+        // and so may an Add woken by a hand-off.
+        let held = c(3, Add, 0, 1);
+        assert!(!is_lockable_top_level(held, Add));
+        assert!(is_lockable_nested(held, Add));
+        assert!(is_lockable(held, Add, Admission::HandedOff));
+        // Hand-off to Block pending: top-level Add waits, Block takes the turn
+        // and a counted Block waiter uncounts itself as it enters.
+        let pending = c(0, Block, 0, 2);
         assert!(!is_lockable_top_level(pending, Add));
+        assert!(is_lockable_top_level(pending, Block));
+        assert_eq!(entered(pending, Block, true), c(1, Block, 0, 1));
+        assert_eq!(entered(pending, Block, false), c(1, Block, 0, 2));
+        // A nested Add may barge in; the Block count stays, so its release
+        // hands the lock back.
         assert!(is_lockable_nested(pending, Add));
-        assert_eq!(entered(pending, Block), c(1, Block, 0));
-        // A nested barge keeps the pending WANT so its release hands back.
-        assert_eq!(entered(pending, Add), c(1, Add, WANT_BLOCK));
+        assert_eq!(entered(pending, Add, false), c(1, Add, 0, 2));
         // The other class holds: nobody of this class gets in.
         for a in [Admission::TopLevel, Admission::Nested, Admission::HandedOff] {
-            assert!(!is_lockable(c(1, Block, 0), Add, a));
+            assert!(!is_lockable(c(1, Block, 0, 0), Add, a));
         }
+        // Waiter counts live above the holder count and class bit.
+        assert_eq!(waiters(c(5, Block, 7, 9), Add), 7);
+        assert_eq!(waiters(c(5, Block, 7, 9), Block), 9);
+        assert_eq!(holders(c(5, Block, 7, 9)), 5);
+    }
+
+    #[test]
+    fn waiter_limit_panics_and_leaves_state_unchanged() {
+        let lock = RawLock::new();
+        let full = 1 | Class::Block.bit() | (u64::from(MAX_WAITERS) * Class::Add.waiter());
+        lock.state.store(full, Ordering::Relaxed);
+        let err =
+            std::panic::catch_unwind(|| lock.lock(Class::Add, Admission::TopLevel)).unwrap_err();
+        let msg = err.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("threads waiting for one class"), "{msg}");
+        assert_eq!(lock.state.load(Ordering::Relaxed), full);
     }
 }

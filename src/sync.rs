@@ -6,11 +6,11 @@
 //! code: the futex becomes a `loom` mutex + condvar pair and spinning is
 //! skipped (a waiter goes straight to sleep, which is the interesting case).
 
-#[cfg(not(loom))]
-pub(crate) use core::sync::atomic::AtomicU32;
 pub(crate) use core::sync::atomic::Ordering;
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::AtomicU32;
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Declares a thread-local. Outside loom it is `const`-initialised (no lazy
 /// init check, no destructor registration); loom's macro has no `const` form.

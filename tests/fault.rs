@@ -116,7 +116,7 @@ fn the_cycle_really_releases_and_really_retakes_the_held_hold() {
         // While the writer waits for `low`, its hold on `high` is released: a
         // third thread takes Add on `high`.
         // The writer sleeps for Add on `low`: it is in the cycle's wait.
-        wait_until("the writer cycles", LIMIT, || low.state().add_waiting);
+        wait_until("the writer cycles", LIMIT, || low.state().add_waiters > 0);
         assert_eq!(high.state().holders, 0);
         let adder = high
             .try_lock(Class::Add)
@@ -198,7 +198,7 @@ fn nested_scopes_cycle_every_held_mapping_after_the_fault() {
             let inner = c.lock(Class::Block);
             outer.faults_disabled(|| inner.faults_disabled(|| a.lock_fault().map(drop)))
         });
-        wait_until("the writer cycles", LIMIT, || l0.state().add_waiting);
+        wait_until("the writer cycles", LIMIT, || l0.state().add_waiters > 0);
         assert_eq!(
             l1.state().holders + l2.state().holders,
             0,
@@ -243,7 +243,7 @@ fn only_scopes_ordering_after_the_fault_are_cycled() {
             let high = c.lock(Class::Block);
             low.faults_disabled(|| high.faults_disabled(|| b.lock_fault().map(drop)))
         });
-        wait_until("the writer cycles", LIMIT, || l1.state().add_waiting);
+        wait_until("the writer cycles", LIMIT, || l1.state().add_waiters > 0);
         assert_eq!(l2.state().holders, 0, "the high hold is released");
         assert_eq!(l0.state().holders, 1, "the low hold is in order and kept");
         truncate.release();
@@ -261,7 +261,7 @@ fn a_token_from_an_arc_guard_makes_acquisitions_nested() {
         let o = other.clone();
         let waiter = thread::spawn(move || drop(o.lock(Class::Block)));
         wait_until("the Block waiter sleeps", LIMIT, || {
-            other.state().block_waiting
+            other.state().block_waiters > 0
         });
         let aio = file.lock_arc(Class::Block);
         // Without the token this thread holds no Guard: top-level, queued.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Shadow, watchdog};
+use common::{Shadow, watchdog_dump};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread;
@@ -78,13 +78,15 @@ fn op(world: &World, rng: &mut fastrand::Rng) {
 
 #[test]
 fn stress_many_threads_random_classes_and_nesting() {
-    let (ops, nested) = watchdog("stress run", RUN + Duration::from_secs(30), || {
-        let world = Arc::new(World {
-            locks: (0..LOCKS).map(|_| Arc::new(TwoStateLock::new())).collect(),
-            shadows: (0..LOCKS).map(|_| Shadow::default()).collect(),
-            ops: AtomicU64::new(0),
-            nested: AtomicU64::new(0),
-        });
+    let world = Arc::new(World {
+        locks: (0..LOCKS).map(|_| Arc::new(TwoStateLock::new())).collect(),
+        shadows: (0..LOCKS).map(|_| Shadow::default()).collect(),
+        ops: AtomicU64::new(0),
+        nested: AtomicU64::new(0),
+    });
+    let locks = world.locks.clone();
+    let dump = move || format!("{locks:#?}");
+    let run = move || {
         let deadline = Instant::now() + RUN;
         let threads: Vec<_> = (0..THREADS)
             .map(|seed| {
@@ -105,12 +107,13 @@ fn stress_many_threads_random_classes_and_nesting() {
         for lock in &world.locks {
             let s = lock.state();
             assert!(
-                s.holders == 0 && !s.add_waiting && !s.block_waiting,
+                s.holders == 0 && s.add_waiters == 0 && s.block_waiters == 0,
                 "left behind: {s:?}"
             );
         }
         (world.ops.load(Relaxed), world.nested.load(Relaxed))
-    });
+    };
+    let (ops, nested) = watchdog_dump("stress run", RUN + Duration::from_secs(30), run, dump);
     println!("stress: {THREADS} threads, {ops} operations, {nested} nested acquisitions");
     assert!(ops > 1000 && nested > 100);
 }

@@ -264,7 +264,6 @@ impl Engine {
                 init.push(*Block::stamped(index, p, 1));
             }
             std::fs::write(&path, as_bytes(&init))?;
-            File::open(&path)?.sync_all()?;
             let open = |flags| {
                 OpenOptions::new()
                     .read(true)

@@ -14,6 +14,16 @@ pub fn watchdog<T: Send + 'static>(
     limit: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
+    watchdog_dump(what, limit, f, String::new)
+}
+
+/// As [`watchdog`], adding `dump()` (the state of the locks) to the message.
+pub fn watchdog_dump<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+    dump: impl FnOnce() -> String,
+) -> T {
     let (tx, rx) = mpsc::channel();
     let worker = thread::spawn(move || {
         let _ = tx.send(f());
@@ -29,7 +39,10 @@ pub fn watchdog<T: Send + 'static>(
             Ok(()) => unreachable!(),
         },
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("watchdog: {what} did not finish within {limit:?} (deadlock or lost wake-up)")
+            panic!(
+                "watchdog: {what} did not finish within {limit:?} (deadlock or lost wake-up)\n{}",
+                dump()
+            )
         }
     }
 }

@@ -1,0 +1,293 @@
+//! Single-threaded operation sequences over four locks, checked step by step
+//! against a model of SPEC §3–§4: what each call returns and which holds
+//! exist. Blocking calls are made only where the model says they return;
+//! where a fault must wait for a lock held by `ArcGuard`s, those guards are
+//! handed to a helper thread that drops them a moment later, so the cycle
+//! really waits.
+#![no_main]
+
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
+use libfuzzer_sys::fuzz_target;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+use two_state_lock::{ArcGuard, Class, FaultError, Guard, TwoStateLock};
+
+const LOCKS: usize = 4;
+const MAX_GUARDS: usize = 24;
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum C {
+    Add,
+    Block,
+}
+
+impl From<C> for Class {
+    fn from(c: C) -> Class {
+        match c {
+            C::Add => Class::Add,
+            C::Block => Class::Block,
+        }
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Lock { lock: u8, class: C },
+    LockNested { lock: u8, class: C },
+    TryLock { lock: u8, class: C },
+    LockArc { lock: u8, class: C },
+    TryLockArc { lock: u8, class: C },
+    Drop { guard: u8 },
+    Fault { lock: u8 },
+    Scope { guard: u8 },
+    EndScope,
+    ScopeTwice { guard: u8 },
+}
+
+enum Hold<'a> {
+    Plain(Guard<'a>),
+    Arc(ArcGuard),
+}
+
+struct Held<'a> {
+    lock: usize,
+    class: Class,
+    hold: Hold<'a>,
+}
+
+/// The model of one lock: holders and their class.
+#[derive(Clone, Copy, Default)]
+struct Model {
+    holders: u32,
+    class: Option<Class>,
+}
+
+struct ScopeModel {
+    lock: usize,
+    dropped: bool,
+}
+
+struct World<'a> {
+    locks: &'a [Arc<TwoStateLock>],
+    /// Rank of each lock in address order.
+    rank: [usize; LOCKS],
+    model: [Model; LOCKS],
+    guards: Vec<Held<'a>>,
+    scopes: Vec<ScopeModel>,
+}
+
+impl<'a> World<'a> {
+    fn admits(&self, lock: usize, class: Class) -> bool {
+        let m = self.model[lock];
+        m.holders == 0 || m.class == Some(class)
+    }
+
+    fn took(&mut self, lock: usize, class: Class, hold: Hold<'a>) {
+        let m = &mut self.model[lock];
+        m.holders += 1;
+        m.class = Some(class);
+        self.guards.push(Held { lock, class, hold });
+    }
+
+    fn released(&mut self, lock: usize) {
+        let m = &mut self.model[lock];
+        m.holders -= 1;
+        if m.holders == 0 {
+            m.class = None;
+        }
+    }
+
+    fn check(&self, step: &Op) {
+        for (i, lock) in self.locks.iter().enumerate() {
+            let s = lock.state();
+            let m = self.model[i];
+            assert_eq!(s.holders, m.holders, "lock {i} after {step:?}");
+            if let Some(class) = m.class {
+                assert_eq!(s.class, class, "lock {i} after {step:?}");
+            }
+            assert!(s.add_waiters == 0 && s.block_waiters == 0, "waiter bits left on lock {i}: {s:?}");
+        }
+    }
+
+    /// If every hold on `lock` that keeps `Add` out is an `ArcGuard`, hands
+    /// them to a thread that drops them shortly, and returns it.
+    fn release_arc_blockers_soon(&mut self, lock: usize) -> Option<std::thread::JoinHandle<()>> {
+        let blocking = |h: &Held| h.lock == lock && h.class == Class::Block;
+        if self.guards.iter().any(|h| blocking(h) && matches!(h.hold, Hold::Plain(_))) {
+            return None;
+        }
+        let mut arcs = Vec::new();
+        let mut i = 0;
+        while i < self.guards.len() {
+            if blocking(&self.guards[i]) {
+                match self.guards.swap_remove(i).hold {
+                    Hold::Arc(a) => arcs.push(a),
+                    Hold::Plain(_) => unreachable!(),
+                }
+                self.released(lock);
+            } else {
+                i += 1;
+            }
+        }
+        Some(std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(300));
+            drop(arcs);
+        }))
+    }
+
+    fn fault(&mut self, lock: usize) {
+        let me = self.rank[lock];
+        if self.scopes.iter().any(|s| s.lock == lock) {
+            let r = self.locks[lock].lock_fault().map(drop);
+            assert_eq!(r, Err(FaultError::SameMapping));
+            return;
+        }
+        let after = self.scopes.iter().any(|s| self.rank[s.lock] > me);
+        let helper = if self.admits(lock, Class::Add) {
+            None
+        } else {
+            match self.release_arc_blockers_soon(lock) {
+                Some(h) => Some(h),
+                None => return, // would wait for this thread forever
+            }
+        };
+        let r = self.locks[lock].lock_fault();
+        if let Some(h) = helper {
+            h.join().unwrap();
+        }
+        match r {
+            Ok(g) => {
+                assert_eq!(g.class(), Class::Add);
+                self.took(lock, Class::Add, Hold::Plain(g));
+            }
+            Err(e) => {
+                assert_eq!(e, FaultError::OrderingViolation);
+                assert!(after, "only a held mapping ordering after the fault cycles");
+                for s in &mut self.scopes {
+                    if self.rank[s.lock] > me {
+                        s.dropped = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn lock_with(&mut self, lock: usize, class: Class, op: &Op) {
+        let locks: &'a [Arc<TwoStateLock>] = self.locks;
+        let (arc, l): (&'a Arc<TwoStateLock>, &'a TwoStateLock) = (&locks[lock], &locks[lock]);
+        let admits = self.admits(lock, class);
+        let hold = match op {
+            Op::Lock { .. } if admits => Hold::Plain(l.lock(class)),
+            Op::LockNested { .. } if admits => Hold::Plain(l.lock_nested(class)),
+            Op::LockArc { .. } if admits => Hold::Arc(arc.lock_arc(class)),
+            Op::TryLock { .. } => match l.try_lock(class) {
+                Some(g) => Hold::Plain(g),
+                None => return assert!(!admits, "try_lock refused an admissible {class:?}"),
+            },
+            Op::TryLockArc { .. } => match arc.try_lock_arc(class) {
+                Some(g) => Hold::Arc(g),
+                None => return assert!(!admits, "try_lock_arc refused an admissible {class:?}"),
+            },
+            _ => return, // would block forever: skip
+        };
+        assert!(admits, "{op:?} admitted against the model");
+        self.took(lock, class, hold);
+    }
+
+    /// Runs ops until the end or an `EndScope` for this depth.
+    fn run(&mut self, ops: &mut std::slice::Iter<'_, Op>) {
+        while let Some(op) = ops.next() {
+            match *op {
+                Op::Lock { lock, class }
+                | Op::LockNested { lock, class }
+                | Op::TryLock { lock, class }
+                | Op::LockArc { lock, class }
+                | Op::TryLockArc { lock, class } => {
+                    if self.guards.len() < MAX_GUARDS {
+                        self.lock_with(lock as usize % LOCKS, class.into(), op);
+                    }
+                }
+                Op::Drop { guard } => {
+                    if !self.guards.is_empty() {
+                        let h = self.guards.swap_remove(guard as usize % self.guards.len());
+                        drop(h.hold);
+                        self.released(h.lock);
+                    }
+                }
+                Op::Fault { lock } => {
+                    if self.guards.len() < MAX_GUARDS {
+                        self.fault(lock as usize % LOCKS);
+                    }
+                }
+                Op::Scope { guard } => {
+                    if self.guards.is_empty() {
+                        continue;
+                    }
+                    let held = self.guards.swap_remove(guard as usize % self.guards.len());
+                    self.scopes.push(ScopeModel { lock: held.lock, dropped: false });
+                    let scoped = match &held.hold {
+                        Hold::Plain(g) => g.faults_disabled(|| self.run(ops)),
+                        Hold::Arc(g) => g.faults_disabled(|| self.run(ops)),
+                    };
+                    let model = self.scopes.pop().unwrap();
+                    assert_eq!(scoped.locks_dropped, model.dropped, "locks_dropped of a scope on lock {}", model.lock);
+                    self.guards.push(held);
+                }
+                Op::EndScope => {
+                    if !self.scopes.is_empty() {
+                        return;
+                    }
+                }
+                Op::ScopeTwice { guard } => {
+                    if let Some(held) = self.guards.get(guard as usize % self.guards.len().max(1)) {
+                        let twice = AssertUnwindSafe(|| match &held.hold {
+                            Hold::Plain(g) => g.faults_disabled(|| g.faults_disabled(|| ())).value,
+                            Hold::Arc(g) => g.faults_disabled(|| g.faults_disabled(|| ())).value,
+                        });
+                        EXPECTING_PANIC.with(|e| e.set(true));
+                        let r = catch_unwind(twice);
+                        EXPECTING_PANIC.with(|e| e.set(false));
+                        assert!(r.is_err(), "two scopes for one hold must panic");
+                    }
+                }
+            }
+            self.check(op);
+        }
+    }
+}
+
+thread_local! {
+    static EXPECTING_PANIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// libFuzzer's panic hook aborts; let the one documented misuse panic unwind.
+fn allow_expected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let fuzzer_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !EXPECTING_PANIC.with(|e| e.get()) {
+                fuzzer_hook(info);
+            }
+        }));
+    });
+}
+
+fuzz_target!(|ops: Vec<Op>| {
+    allow_expected_panics();
+    let locks: Vec<Arc<TwoStateLock>> = (0..LOCKS).map(|_| Arc::new(TwoStateLock::new())).collect();
+    let mut by_address: Vec<usize> = (0..LOCKS).collect();
+    by_address.sort_by_key(|&i| Arc::as_ptr(&locks[i]) as usize);
+    let mut rank = [0; LOCKS];
+    for (r, &i) in by_address.iter().enumerate() {
+        rank[i] = r;
+    }
+    let mut world = World { locks: &locks, rank, model: [Model::default(); LOCKS], guards: Vec::new(), scopes: Vec::new() };
+    world.run(&mut ops.iter());
+    let guards = std::mem::take(&mut world.guards);
+    drop(guards);
+    for lock in &locks {
+        assert_eq!(lock.state().holders, 0);
+    }
+});

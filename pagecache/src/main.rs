@@ -27,6 +27,7 @@ options:
   --io-delay-us N      extra latency per direct I/O, modelling a slower device (default 0)
   --cross-pct N        percent of direct writes from a buffer mapped from another file (default 35)
   --same-pct N         percent of direct writes from a buffer mapped from the same file (default 5)
+  --direct-only        writers do direct writes only (no buffered writes, direct reads, punches)
   --dir PATH           where to create the files (default: the system temp directory)
   --quiet              no progress lines
   -h, --help           this text
@@ -45,6 +46,7 @@ fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
         duration: Duration::from_secs(5),
         cross_source_pct: 35,
         same_source_pct: 5,
+        direct_only: false,
         progress: true,
     };
     let mut variants = Variant::ALL.to_vec();
@@ -54,6 +56,26 @@ fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
         if flag == "--quiet" {
             w.progress = false;
             continue;
+        }
+        if flag == "--direct-only" {
+            w.direct_only = true;
+            continue;
+        }
+        const WITH_VALUE: [&str; 11] = [
+            "--variants",
+            "--seconds",
+            "--files",
+            "--pages",
+            "--writers",
+            "--readers",
+            "--read-window-us",
+            "--io-delay-us",
+            "--cross-pct",
+            "--same-pct",
+            "--dir",
+        ];
+        if !WITH_VALUE.contains(&flag.as_str()) {
+            return Err(format!("unknown option '{flag}'"));
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || -> Result<u64, String> {
@@ -123,10 +145,15 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "{} files x {} pages, {} direct writers, {} buffered readers, {:?} per variant, read window {:?}, extra I/O delay {:?}, in {}",
+        "{} files x {} pages, {} direct writers{}, {} buffered readers, {:?} per variant, read window {:?}, extra I/O delay {:?}, in {}",
         w.engine.files,
         w.engine.pages,
         w.writers,
+        if w.direct_only {
+            " (direct writes only)"
+        } else {
+            ""
+        },
         w.readers,
         w.duration,
         w.engine.read_window,

@@ -29,6 +29,9 @@ pub struct Workload {
     pub cross_source_pct: u8,
     /// Percent of direct writes whose source is mapped from the same file.
     pub same_source_pct: u8,
+    /// Writer threads do direct writes only (no buffered writes, direct
+    /// reads or hole punches).
+    pub direct_only: bool,
     /// Print a progress line every second.
     pub progress: bool,
 }
@@ -130,7 +133,8 @@ fn writer_loop(engine: &Engine, w: &Workload, id: usize, deadline: Instant) -> R
         version += 1;
         let file = rng.usize(..files);
         let (first, n) = owned_range(&mut rng, id, w.writers, pages, 4);
-        match rng.u8(..100) {
+        let roll = if w.direct_only { 0 } else { rng.u8(..100) };
+        match roll {
             0..70 => {
                 let roll = rng.u8(..100);
                 let source = if roll < w.same_source_pct {

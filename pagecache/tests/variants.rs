@@ -20,6 +20,7 @@ fn workload() -> Workload {
         duration: Duration::from_secs(2),
         cross_source_pct: 35,
         same_source_pct: 5,
+        direct_only: false,
         progress: false,
     }
 }

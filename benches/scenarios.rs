@@ -227,6 +227,7 @@ fn print_fairness(s: &Settings) -> Vec<(Class, Vec<Fairness>)> {
 
 fn plot_fairness(
     path: &str,
+    run: Duration,
     data: &[(Class, Vec<Fairness>)],
 ) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
@@ -259,6 +260,8 @@ fn plot_fairness(
             .configure_mesh()
             .x_desc("percentile of waits")
             .y_desc("wait (us, log)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()?;
         for (r, color) in rows.iter().zip(colors) {
             let points: Vec<(f64, f64)> = (0..=200)
@@ -269,7 +272,11 @@ fn plot_fairness(
                 .collect();
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-                .label(r.name)
+                .label(if r.waits.max() as u128 >= run.as_micros() / 2 {
+                    format!("{} (starved)", r.name)
+                } else {
+                    r.name.to_string()
+                })
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                 });
@@ -365,7 +372,7 @@ fn main() {
     let fairness = print_fairness(&settings);
     print_mixed(&settings);
     if let Some(path) = settings.svg {
-        match plot_fairness(&path, &fairness) {
+        match plot_fairness(&path, settings.run, &fairness) {
             Ok(()) => println!("Fairness chart written to {path}"),
             Err(e) => eprintln!("scenarios: cannot write {path}: {e}"),
         }

@@ -18,6 +18,11 @@ use crate::raw::Class;
 /// this thread may run [`faults_disabled`](Self::faults_disabled) with it.
 /// Use [`ArcGuard`] for a hold that moves between threads.
 ///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<two_state_lock::Guard<'static>>();
+/// ```
+///
 /// ```
 /// use two_state_lock::{Class, TwoStateLock};
 /// let lock = TwoStateLock::new();
@@ -152,6 +157,11 @@ impl fmt::Debug for Guard<'_> {
 /// [`faults_disabled`](Self::faults_disabled), which can release and re-take
 /// the hold. The hold does not count as this thread's for nesting; see
 /// [`TwoStateLock::lock_nested`].
+///
+/// ```compile_fail
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<two_state_lock::ArcGuard>();
+/// ```
 ///
 /// ```
 /// use std::sync::Arc;

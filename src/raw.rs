@@ -50,13 +50,19 @@ impl Class {
         }
     }
 
+    /// Where this class's waiter count sits in the state word.
+    #[inline]
+    const fn waiter_shift(self) -> u32 {
+        match self {
+            Class::Add => ADD_WAITERS_SHIFT,
+            Class::Block => BLOCK_WAITERS_SHIFT,
+        }
+    }
+
     /// One waiter of this class in its waiter count.
     #[inline]
     const fn waiter(self) -> u64 {
-        match self {
-            Class::Add => 1 << ADD_WAITERS_SHIFT,
-            Class::Block => 1 << BLOCK_WAITERS_SHIFT,
-        }
+        1 << self.waiter_shift()
     }
 
     #[inline]
@@ -111,11 +117,7 @@ fn class_of(state: u64) -> Class {
 
 #[inline]
 fn waiters(state: u64, class: Class) -> u32 {
-    let shift = match class {
-        Class::Add => ADD_WAITERS_SHIFT,
-        Class::Block => BLOCK_WAITERS_SHIFT,
-    };
-    ((state >> shift) & WAITER_MASK) as u32
+    ((state >> class.waiter_shift()) & WAITER_MASK) as u32
 }
 
 /// How an acquisition is judged.

@@ -1,10 +1,10 @@
 //! Exhaustive interleaving checks of the lock and the fault protocol.
 //!
-//! RUSTFLAGS="--cfg loom" cargo test --release --test loom
+//! RUSTFLAGS="--cfg loom" cargo test --release --test loom --target-dir target/loom
 //!
 //! Every model ends with all threads joined: loom reports a deadlock (every
-//! thread asleep) as a failure, which is how lost wake-ups, stranded WANT
-//! bits and nested acquisitions stuck behind waiters show up.
+//! thread asleep) as a failure, which is how lost wake-ups, stale waiter
+//! counts and nested acquisitions stuck behind waiters show up.
 //! `LOOM_MAX_PREEMPTIONS` overrides the default bound of 2.
 #![cfg(loom)]
 
@@ -114,7 +114,7 @@ fn hand_off_with_waiters_of_both_classes() {
         assert_eq!(end.holders, 0);
         assert!(
             end.add_waiters == 0 && end.block_waiters == 0,
-            "stranded WANT bit: {end:?}"
+            "stranded waiter count: {end:?}"
         );
     });
 }
@@ -185,7 +185,7 @@ fn nested_cross_locks_with_block_waiters() {
 }
 
 #[test]
-fn no_stranded_want_bit_when_the_lock_frees_during_sign_up() {
+fn no_stranded_waiter_when_the_lock_frees_during_sign_up() {
     model(|| {
         let lock = Arc::new(TwoStateLock::new());
         let held = lock.lock(Class::Block);
@@ -196,7 +196,7 @@ fn no_stranded_want_bit_when_the_lock_frees_during_sign_up() {
         let end = lock.state();
         assert!(
             end.add_waiters == 0 && end.block_waiters == 0,
-            "stranded WANT bit: {end:?}"
+            "stranded waiter count: {end:?}"
         );
     });
 }
@@ -246,7 +246,7 @@ fn waiter_is_admitted_after_one_opposite_phase() {
             let _g = l.lock(Class::Block);
             e.store(true, SeqCst);
         });
-        // Wait until the Block thread sleeps (its WANT bit is visible).
+        // Wait until the Block thread has signed up to sleep.
         while lock.state().block_waiters == 0 {
             thread::yield_now();
         }

@@ -12,24 +12,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 use two_state_lock::{ArcGuard, Class, FaultError, Guard, TwoStateLock};
+use two_state_lock_fuzz::C;
 
 const LOCKS: usize = 4;
 const MAX_GUARDS: usize = 24;
-
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum C {
-    Add,
-    Block,
-}
-
-impl From<C> for Class {
-    fn from(c: C) -> Class {
-        match c {
-            C::Add => Class::Add,
-            C::Block => Class::Block,
-        }
-    }
-}
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -106,7 +92,10 @@ impl<'a> World<'a> {
             if let Some(class) = m.class {
                 assert_eq!(s.class, class, "lock {i} after {step:?}");
             }
-            assert!(s.add_waiters == 0 && s.block_waiters == 0, "waiter bits left on lock {i}: {s:?}");
+            assert!(
+                s.add_waiters == 0 && s.block_waiters == 0,
+                "waiter bits left on lock {i}: {s:?}"
+            );
         }
     }
 
@@ -114,7 +103,11 @@ impl<'a> World<'a> {
     /// them to a thread that drops them shortly, and returns it.
     fn release_arc_blockers_soon(&mut self, lock: usize) -> Option<std::thread::JoinHandle<()>> {
         let blocking = |h: &Held| h.lock == lock && h.class == Class::Block;
-        if self.guards.iter().any(|h| blocking(h) && matches!(h.hold, Hold::Plain(_))) {
+        if self
+            .guards
+            .iter()
+            .any(|h| blocking(h) && matches!(h.hold, Hold::Plain(_)))
+        {
             return None;
         }
         let mut arcs = Vec::new();
@@ -225,13 +218,20 @@ impl<'a> World<'a> {
                         continue;
                     }
                     let held = self.guards.swap_remove(guard as usize % self.guards.len());
-                    self.scopes.push(ScopeModel { lock: held.lock, dropped: false });
+                    self.scopes.push(ScopeModel {
+                        lock: held.lock,
+                        dropped: false,
+                    });
                     let scoped = match &held.hold {
                         Hold::Plain(g) => g.faults_disabled(|| self.run(ops)),
                         Hold::Arc(g) => g.faults_disabled(|| self.run(ops)),
                     };
                     let model = self.scopes.pop().unwrap();
-                    assert_eq!(scoped.locks_dropped, model.dropped, "locks_dropped of a scope on lock {}", model.lock);
+                    assert_eq!(
+                        scoped.locks_dropped, model.dropped,
+                        "locks_dropped of a scope on lock {}",
+                        model.lock
+                    );
                     self.guards.push(held);
                 }
                 Op::EndScope => {
@@ -283,7 +283,13 @@ fuzz_target!(|ops: Vec<Op>| {
     for (r, &i) in by_address.iter().enumerate() {
         rank[i] = r;
     }
-    let mut world = World { locks: &locks, rank, model: [Model::default(); LOCKS], guards: Vec::new(), scopes: Vec::new() };
+    let mut world = World {
+        locks: &locks,
+        rank,
+        model: [Model::default(); LOCKS],
+        guards: Vec::new(),
+        scopes: Vec::new(),
+    };
     world.run(&mut ops.iter());
     let guards = std::mem::take(&mut world.guards);
     drop(guards);

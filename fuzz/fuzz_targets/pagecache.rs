@@ -15,11 +15,30 @@ const PAGES: u64 = 16;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Read { file: u8, page: u8 },
-    Write { file: u8, page: u8 },
-    DirectWrite { file: u8, first: u8, n: u8, source: Src },
-    DirectRead { file: u8, first: u8, n: u8 },
-    Punch { file: u8, first: u8, n: u8 },
+    Read {
+        file: u8,
+        page: u8,
+    },
+    Write {
+        file: u8,
+        page: u8,
+    },
+    DirectWrite {
+        file: u8,
+        first: u8,
+        n: u8,
+        source: Src,
+    },
+    DirectRead {
+        file: u8,
+        first: u8,
+        n: u8,
+    },
+    Punch {
+        file: u8,
+        first: u8,
+        n: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -39,9 +58,18 @@ fuzz_target!(|input: Input| {
     // tmpfs when there is one: the oracle checks the engine's logic, and
     // memory-speed files give the fuzzer ~50x the executions of a disk.
     let shm = std::path::Path::new("/dev/shm");
-    let parent = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let parent = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     let dir = TempDir::new(&parent).unwrap();
-    let cfg = Config { files: FILES, pages: PAGES, read_window: Duration::ZERO, io_delay: Duration::ZERO };
+    let cfg = Config {
+        files: FILES,
+        pages: PAGES,
+        read_window: Duration::ZERO,
+        io_delay: Duration::ZERO,
+    };
     let engine = Engine::create(dir.path(), variant, cfg).unwrap();
     // The oracle: every page's current version (0 for a hole).
     let mut oracle = [[1u64; PAGES as usize]; FILES];
@@ -55,26 +83,42 @@ fuzz_target!(|input: Input| {
         match *op {
             Op::Read { file, page } => {
                 let (f, p) = (file as usize % FILES, page as u64 % PAGES);
-                assert_eq!(engine.read(f, p).unwrap(), Some(oracle[f][p as usize]), "{op:?}");
+                assert_eq!(
+                    engine.read(f, p).unwrap(),
+                    Some(oracle[f][p as usize]),
+                    "{op:?}"
+                );
             }
             Op::Write { file, page } => {
                 let (f, p) = (file as usize % FILES, page as u64 % PAGES);
                 engine.write(f, p, version).unwrap();
                 oracle[f][p as usize] = version;
             }
-            Op::DirectWrite { file, first, n, ref source } => {
+            Op::DirectWrite {
+                file,
+                first,
+                n,
+                ref source,
+            } => {
                 let f = file as usize % FILES;
                 let (first, n) = range(first, n);
                 let source = match *source {
                     Src::Memory => Source::Memory,
-                    Src::Mapped { file: sf, first: sfirst } => {
-                        Source::Mapped { file: sf as usize % FILES, first: range(sfirst, n as u8 - 1).0 }
-                    }
+                    Src::Mapped {
+                        file: sf,
+                        first: sfirst,
+                    } => Source::Mapped {
+                        file: sf as usize % FILES,
+                        first: range(sfirst, n as u8 - 1).0,
+                    },
                 };
                 let same = matches!(source, Source::Mapped { file: sf, .. } if sf == f);
                 match engine.direct_write(f, first, n, source, version) {
                     Ok(()) => {
-                        assert!(!(same && variant == Variant::TwoState), "a same-file source must fail");
+                        assert!(
+                            !(same && variant == Variant::TwoState),
+                            "a same-file source must fail"
+                        );
                         for p in first..first + n {
                             oracle[f][p as usize] = version;
                         }
@@ -86,7 +130,9 @@ fuzz_target!(|input: Input| {
             Op::DirectRead { file, first, n } => {
                 let f = file as usize % FILES;
                 let (first, n) = range(first, n);
-                let want: Vec<_> = (first..first + n).map(|p| Some(oracle[f][p as usize])).collect();
+                let want: Vec<_> = (first..first + n)
+                    .map(|p| Some(oracle[f][p as usize]))
+                    .collect();
                 assert_eq!(engine.direct_read(f, first, n).unwrap(), want, "{op:?}");
             }
             Op::Punch { file, first, n } => {

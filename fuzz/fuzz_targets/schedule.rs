@@ -13,32 +13,41 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::Duration;
 use two_state_lock::{Class, FaultError, TwoStateLock};
+use two_state_lock_fuzz::C;
 
 const LOCKS: usize = 3;
 
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum C {
-    Add,
-    Block,
-}
-
-impl From<C> for Class {
-    fn from(c: C) -> Class {
-        match c {
-            C::Add => Class::Add,
-            C::Block => Class::Block,
-        }
-    }
-}
-
 #[derive(Arbitrary, Debug)]
 enum Step {
-    Hold { lock: u8, class: C, work: u8 },
-    Nested { outer: u8, outer_class: C, inner: u8, inner_class: C },
-    Reenter { lock: u8, class: C },
-    Try { lock: u8, class: C },
-    Arc { lock: u8, class: C, other_thread: bool },
-    DirectWrite { file: u8, buffer: u8, pages: u8 },
+    Hold {
+        lock: u8,
+        class: C,
+        work: u8,
+    },
+    Nested {
+        outer: u8,
+        outer_class: C,
+        inner: u8,
+        inner_class: C,
+    },
+    Reenter {
+        lock: u8,
+        class: C,
+    },
+    Try {
+        lock: u8,
+        class: C,
+    },
+    Arc {
+        lock: u8,
+        class: C,
+        other_thread: bool,
+    },
+    DirectWrite {
+        file: u8,
+        buffer: u8,
+        pages: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -50,7 +59,11 @@ struct Shadow([AtomicUsize; 2]);
 impl Shadow {
     fn enter(&self, class: Class) {
         self.0[class as usize].fetch_add(1, SeqCst);
-        assert_eq!(self.0[class.other() as usize].load(SeqCst), 0, "both classes inside");
+        assert_eq!(
+            self.0[class.other() as usize].load(SeqCst),
+            0,
+            "both classes inside"
+        );
     }
     fn leave(&self, class: Class) {
         self.0[class as usize].fetch_sub(1, SeqCst);
@@ -75,14 +88,23 @@ fn work(units: u8) {
 fn run_step(w: &World, step: &Step) {
     let idx = |l: u8| l as usize % LOCKS;
     match *step {
-        Step::Hold { lock, class, work: units } => {
+        Step::Hold {
+            lock,
+            class,
+            work: units,
+        } => {
             let (i, class) = (idx(lock), class.into());
             let _g = w.locks[i].lock(class);
             w.shadows[i].enter(class);
             work(units);
             w.shadows[i].leave(class);
         }
-        Step::Nested { outer, outer_class, inner, inner_class } => {
+        Step::Nested {
+            outer,
+            outer_class,
+            inner,
+            inner_class,
+        } => {
             let (i, j) = (idx(outer), idx(inner));
             let (ci, mut cj): (Class, Class) = (outer_class.into(), inner_class.into());
             if j < i {
@@ -113,7 +135,11 @@ fn run_step(w: &World, step: &Step) {
                 w.shadows[i].leave(class);
             }
         }
-        Step::Arc { lock, class, other_thread } => {
+        Step::Arc {
+            lock,
+            class,
+            other_thread,
+        } => {
             let (i, class) = (idx(lock), class.into());
             let g = w.locks[i].lock_arc(class);
             w.shadows[i].enter(class);
@@ -122,7 +148,11 @@ fn run_step(w: &World, step: &Step) {
                 std::thread::spawn(move || drop(g)).join().unwrap();
             }
         }
-        Step::DirectWrite { file, buffer, pages } => {
+        Step::DirectWrite {
+            file,
+            buffer,
+            pages,
+        } => {
             let (f, b) = (idx(file), idx(buffer));
             let dio = w.locks[f].lock(Class::Block);
             w.shadows[f].enter(Class::Block);
@@ -145,7 +175,11 @@ fn run_step(w: &World, step: &Step) {
                 },
             );
             w.shadows[f].leave(Class::Block);
-            let expected = if f == b { Err(FaultError::SameMapping) } else { Ok(()) };
+            let expected = if f == b {
+                Err(FaultError::SameMapping)
+            } else {
+                Ok(())
+            };
             assert_eq!(r, expected);
         }
     }
@@ -160,15 +194,24 @@ fuzz_target!(|scripts: Scripts| {
     if scripts.is_empty() {
         return;
     }
-    let mut locks: Vec<Arc<TwoStateLock>> = (0..LOCKS).map(|_| Arc::new(TwoStateLock::new())).collect();
+    let mut locks: Vec<Arc<TwoStateLock>> =
+        (0..LOCKS).map(|_| Arc::new(TwoStateLock::new())).collect();
     locks.sort_by_key(|l| Arc::as_ptr(l) as usize);
-    let world = Arc::new(World { locks, shadows: (0..LOCKS).map(|_| Shadow::default()).collect() });
+    let world = Arc::new(World {
+        locks,
+        shadows: (0..LOCKS).map(|_| Shadow::default()).collect(),
+    });
     let scripts = Arc::new(scripts);
     let start = Arc::new(Barrier::new(scripts.len()));
     let (done_tx, done) = mpsc::channel();
     let mut handles = Vec::new();
     for t in 0..scripts.len() {
-        let (world, scripts, start, done_tx) = (world.clone(), scripts.clone(), start.clone(), done_tx.clone());
+        let (world, scripts, start, done_tx) = (
+            world.clone(),
+            scripts.clone(),
+            start.clone(),
+            done_tx.clone(),
+        );
         handles.push(std::thread::spawn(move || {
             start.wait();
             for step in &scripts[t] {
@@ -179,7 +222,9 @@ fuzz_target!(|scripts: Scripts| {
     }
     for _ in 0..scripts.len() {
         if done.recv_timeout(Duration::from_secs(10)).is_err() {
-            eprintln!("schedule: threads did not finish within 10 s (deadlock?); scripts: {scripts:#?}");
+            eprintln!(
+                "schedule: threads did not finish within 10 s (deadlock?); scripts: {scripts:#?}"
+            );
             for (i, l) in world.locks.iter().enumerate() {
                 eprintln!("lock {i}: {l:?}");
             }
@@ -190,6 +235,9 @@ fuzz_target!(|scripts: Scripts| {
     handles.into_iter().for_each(|h| h.join().unwrap());
     for l in &world.locks {
         let s = l.state();
-        assert!(s.holders == 0 && s.add_waiters == 0 && s.block_waiters == 0, "{s:?}");
+        assert!(
+            s.holders == 0 && s.add_waiters == 0 && s.block_waiters == 0,
+            "{s:?}"
+        );
     }
 });

@@ -16,6 +16,8 @@
 //! the published version before it starts and must see at least that
 //! version. Anything older is a **stale read**, the bug of the seed.
 
+#![warn(missing_docs)]
+
 pub mod workload;
 
 use std::collections::HashMap;

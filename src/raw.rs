@@ -261,17 +261,18 @@ impl RawLock {
     /// starting from `state`, the state last seen (no extra load).
     #[inline(never)]
     pub(crate) fn try_lock_from(&self, state: u64, class: Class, admission: Admission) -> bool {
-        self.enter_from(state, class, admission, false)
+        self.enter_from(state, class, admission, false).is_ok()
     }
 
-    /// As `try_lock_from`; `counted`: this thread is a counted waiter.
+    /// As `try_lock_from`; `counted`: this thread is a counted waiter. On
+    /// failure, the state last seen, which is closed to this acquisition.
     fn enter_from(
         &self,
         mut state: u64,
         class: Class,
         admission: Admission,
         counted: bool,
-    ) -> bool {
+    ) -> Result<(), u64> {
         while is_lockable(state, class, admission) {
             // Acquire, as in `try_lock_fast`.
             match self.state.compare_exchange(
@@ -280,11 +281,11 @@ impl RawLock {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return true,
+                Ok(_) => return Ok(()),
                 Err(now) => state = now,
             }
         }
-        false
+        Err(state)
     }
 
     /// Takes one hold of `class`, sleeping until `admission` allows it.
@@ -322,10 +323,16 @@ impl RawLock {
             // that lands after this read changes the state (so the CAS below
             // fails and we judge again) or the word (so the wait returns).
             let seen = wake.load();
-            let state = self.state.load(Ordering::Relaxed);
-            if self.enter_from(state, class, admission, counted) {
-                return;
-            }
+            let state = match self.enter_from(
+                self.state.load(Ordering::Relaxed),
+                class,
+                admission,
+                counted,
+            ) {
+                Ok(()) => return,
+                // Sign up from exactly this state: the one judged closed.
+                Err(closed) => closed,
+            };
             let signed_up = if counted {
                 state
             } else {
@@ -355,12 +362,15 @@ impl RawLock {
                 // Spurious wake-up: judge as before.
                 first_admission
             };
-            if self.enter_from(
-                self.state.load(Ordering::Relaxed),
-                class,
-                admission,
-                counted,
-            ) {
+            if self
+                .enter_from(
+                    self.state.load(Ordering::Relaxed),
+                    class,
+                    admission,
+                    counted,
+                )
+                .is_ok()
+            {
                 return;
             }
         }

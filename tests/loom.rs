@@ -14,9 +14,15 @@ use std::sync::Arc;
 use two_state_lock::{Class, FaultError, TwoStateLock};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_with_bound(2, f);
+}
+
+/// Explores up to `bound` preemptions, unless `LOOM_MAX_PREEMPTIONS` says
+/// otherwise.
+fn model_with_bound(bound: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
+        builder.preemption_bound = Some(bound);
     }
     builder.check(f);
 }
@@ -289,6 +295,38 @@ fn fault_protocol_a_b_cross_mapping() {
             "a cycle waits for the fault's lock, so one suffices here"
         );
         assert_eq!(low.state().holders + high.state().holders, 0);
+    });
+}
+
+/// Regression (found by the `schedule` fuzz target): a direct write holding
+/// `Block` on the high lock cycles on the low one while other threads take
+/// `Block` on the low lock. A sleeper once judged the state it last saw but
+/// signed up from an earlier one; when the lock came back to that earlier,
+/// free state, it slept on a free lock with nobody to wake it. It takes four
+/// preemptions to reach.
+#[test]
+fn cycle_against_blockers_of_the_faulting_lock() {
+    model_with_bound(4, || {
+        let (low, high) = two_locks();
+        let (l, h) = (low.clone(), high.clone());
+        let writer = thread::spawn(move || direct_write(&h, &l));
+        let l = low.clone();
+        let blocker = thread::spawn(move || {
+            drop(l.lock(Class::Block));
+            drop(l.lock(Class::Block));
+        });
+        drop(low.lock(Class::Block));
+        writer.join().unwrap();
+        blocker.join().unwrap();
+        for class in [Class::Add, Class::Block, Class::Add] {
+            drop(low.lock(class));
+        }
+        let end = low.state();
+        assert_eq!(
+            (end.holders, end.add_waiters, end.block_waiters),
+            (0, 0, 0),
+            "{end:?}"
+        );
     });
 }
 

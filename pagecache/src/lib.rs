@@ -168,6 +168,10 @@ impl std::error::Error for OpError {}
 pub struct Stats {
     /// Pages read that were older than the version published before the read.
     pub stale_reads: AtomicU64,
+    /// Pages a direct read saw half old, half new because a write of that
+    /// page was in flight during the read: concurrent direct I/O to one page
+    /// is not atomic (in Linux neither), so these are not stale reads.
+    pub torn_direct_reads: AtomicU64,
     /// Direct writes refused because the source was mapped from the same file.
     pub bad_address: AtomicU64,
     /// Fault cycles (`OrderingViolation`): holds dropped and re-taken.
@@ -226,8 +230,12 @@ struct Mapping {
     rwlock: RwLock<()>,
     /// Per page: `version << 1 | punched`, published when durable.
     published: Vec<AtomicU64>,
-    /// Per page: the version of the latest hole punch.
+    /// Per page: the version of the latest hole punch begun.
     last_punch: Vec<AtomicU64>,
+    /// Per page: bumped before and after every write to the file (odd while
+    /// one is in flight), so a direct read can tell a torn page from a stale
+    /// one.
+    disk_writes: Vec<AtomicU64>,
     dio_in_flight: AtomicUsize,
 }
 
@@ -290,6 +298,7 @@ impl Engine {
                 rwlock: RwLock::new(()),
                 published: (0..cfg.pages).map(|_| AtomicU64::new(1 << 1)).collect(),
                 last_punch: (0..cfg.pages).map(|_| AtomicU64::new(0)).collect(),
+                disk_writes: (0..cfg.pages).map(|_| AtomicU64::new(0)).collect(),
                 dio_in_flight: AtomicUsize::new(0),
             });
         }
@@ -338,9 +347,27 @@ impl Engine {
     }
 
     fn disk_write(&self, m: &Mapping, first: u64, blocks: &[Block]) -> io::Result<()> {
-        m.file.write_all_at(as_bytes(blocks), first * PAGE as u64)?;
+        self.modifying_disk(m, first, blocks.len() as u64, || {
+            m.file.write_all_at(as_bytes(blocks), first * PAGE as u64)
+        })?;
         std::thread::sleep(self.cfg.io_delay);
         Ok(())
+    }
+
+    /// Runs `write`, a change to the file's pages `first..first + n`, with
+    /// their `disk_writes` counters odd.
+    fn modifying_disk<T>(&self, m: &Mapping, first: u64, n: u64, write: impl FnOnce() -> T) -> T {
+        let pages = &m.disk_writes[first as usize..(first + n) as usize];
+        // SeqCst: a direct read that sees the counters unchanged around its
+        // read of the file did not overlap this write.
+        for c in pages {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+        let r = write();
+        for c in pages {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+        r
     }
 
     /// The page from the cache, or read from the file and inserted: the
@@ -391,14 +418,12 @@ impl Engine {
         m.published[page as usize].load(Ordering::Acquire)
     }
 
-    /// Writes the dirty pages of the range back to the file and waits for any
-    /// write-back of the range already in flight, so that on return the file
-    /// holds every page the cache had dirty; then evicts the range if
-    /// `evict`. The disk writes run outside the cache mutex; a page is never
-    /// written back by two threads at once, and is marked clean only once its
-    /// write has landed.
-    fn write_back(&self, m: &Mapping, first: u64, n: u64, evict: bool) -> io::Result<()> {
-        let range = first..first + n;
+    /// The cache, once no write-back of the range is in flight.
+    fn cache_written_back<'a>(
+        &self,
+        m: &'a Mapping,
+        range: std::ops::Range<u64>,
+    ) -> MutexGuard<'a, HashMap<u64, CachedPage>> {
         let mut cache = self.cache(m);
         while range
             .clone()
@@ -409,6 +434,18 @@ impl Engine {
                 .wait(cache)
                 .unwrap_or_else(|e| e.into_inner());
         }
+        cache
+    }
+
+    /// Writes the dirty pages of the range back to the file and waits for any
+    /// write-back of the range already in flight, so that on return the file
+    /// holds every page the cache had dirty; then evicts the range if
+    /// `evict`. The disk writes run outside the cache mutex; a page is never
+    /// written back by two threads at once, and is marked clean only once its
+    /// write has landed.
+    fn write_back(&self, m: &Mapping, first: u64, n: u64, evict: bool) -> io::Result<()> {
+        let range = first..first + n;
+        let mut cache = self.cache_written_back(m, range.clone());
         let mut mine = Vec::new();
         for p in range.clone() {
             if let Some(c) = cache.get_mut(&p).filter(|c| c.dirty) {
@@ -441,9 +478,12 @@ impl Engine {
         result
     }
 
-    /// Drops the range from the cache, dirty or not (its data is going away).
+    /// Drops the range from the cache, dirty or not (its data is going away),
+    /// once no write-back of it is in flight: one landing later would bring
+    /// the old data back over a hole (a direct read of another range may be
+    /// writing these pages back under the same `Block` phase).
     fn evict(&self, m: &Mapping, first: u64, n: u64) {
-        let mut cache = self.cache(m);
+        let mut cache = self.cache_written_back(m, first..first + n);
         for p in first..first + n {
             cache.remove(&p);
         }
@@ -500,12 +540,22 @@ impl Engine {
         let _held = self.lock(m, Class::Block);
         self.write_back(m, first, n, false)?;
         let mut blocks = vec![Block([0; PAGE]); n as usize];
+        let writes = &m.disk_writes[first as usize..(first + n) as usize];
+        let before: Vec<u64> = writes.iter().map(|c| c.load(Ordering::SeqCst)).collect();
         self.disk_read(m, first, &mut blocks)?;
         self.stats.direct_reads.fetch_add(1, Ordering::Relaxed);
         Ok((first..first + n)
             .zip(&blocks)
             .zip(noted)
-            .map(|((p, b), noted)| self.check(m, p, b, noted))
+            .zip(writes.iter().zip(before))
+            .map(|(((p, b), noted), (writes, before))| {
+                let overlapped = before % 2 == 1 || writes.load(Ordering::SeqCst) != before;
+                if overlapped && b.version(m.index, p).is_none() {
+                    self.stats.torn_direct_reads.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                self.check(m, p, b, noted)
+            })
             .collect())
     }
 
@@ -520,15 +570,22 @@ impl Engine {
             (first * PAGE as u64) as libc::off_t,
             (n * PAGE as u64) as libc::off_t,
         );
-        // SAFETY: a plain system call on a file descriptor we own.
-        if unsafe { libc::fallocate(m.file.as_raw_fd(), mode, off, len) } != 0 {
-            return Err(io::Error::last_os_error().into());
+        // Before the hole exists: a direct read of these pages in the same
+        // `Block` phase may see it before it is published, and rightly so.
+        for p in first..first + n {
+            m.last_punch[p as usize].store(version, Ordering::Release);
         }
+        self.modifying_disk(m, first, n, || {
+            // SAFETY: a plain system call on a file descriptor we own.
+            match unsafe { libc::fallocate(m.file.as_raw_fd(), mode, off, len) } {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            }
+        })?;
         if self.variant == Variant::InvalidateTwice {
             self.evict(m, first, n);
         }
         for p in first..first + n {
-            m.last_punch[p as usize].store(version, Ordering::Release);
             self.publish(m, p, version, true);
         }
         self.stats.punches.fetch_add(1, Ordering::Relaxed);

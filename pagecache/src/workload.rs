@@ -55,6 +55,8 @@ pub struct Report {
     pub max_dio_in_flight: usize,
     /// Stale (or malformed) pages read.
     pub stale_reads: u64,
+    /// Pages a direct read saw torn by a write of that page in flight.
+    pub torn_direct_reads: u64,
     /// Direct writes refused with a bad address (source mapped from the same file).
     pub bad_address: u64,
     /// Fault cycles (ordering violations, each followed by a retry).
@@ -241,6 +243,7 @@ pub fn run(dir: &Path, variant: Variant, w: &Workload) -> std::io::Result<Report
         direct_writes: s.direct_writes.load(Relaxed),
         max_dio_in_flight: s.max_dio_in_flight.load(Relaxed),
         stale_reads: s.stale_reads.load(Relaxed),
+        torn_direct_reads: s.torn_direct_reads.load(Relaxed),
         bad_address: s.bad_address.load(Relaxed),
         cycles: s.cycles.load(Relaxed),
         max_cycles_per_write: s.max_cycles_per_write.load(Relaxed),
@@ -257,17 +260,18 @@ pub fn run(dir: &Path, variant: Variant, w: &Workload) -> std::io::Result<Report
 /// The report as a markdown table.
 pub fn table(reports: &[Report]) -> String {
     let mut out = String::from(
-        "| variant | direct-write MiB/s | buffered ops/s | max direct writes in flight on one file | stale reads | bad-address errors | ordering cycles (max per write) | deadlocks | wall s |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| variant | direct-write MiB/s | buffered ops/s | max direct writes in flight on one file | stale reads | torn direct reads | bad-address errors | ordering cycles (max per write) | deadlocks | wall s |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for r in reports {
         out += &format!(
-            "| {} | {:.1} | {:.0} | {} | {} | {} | {} ({}) | {} | {:.1} |\n",
+            "| {} | {:.1} | {:.0} | {} | {} | {} | {} | {} ({}) | {} | {:.1} |\n",
             r.variant.name(),
             r.direct_write_mib_s,
             r.buffered_ops_s,
             r.max_dio_in_flight,
             r.stale_reads,
+            r.torn_direct_reads,
             r.bad_address,
             r.cycles,
             r.max_cycles_per_write,

@@ -564,17 +564,18 @@ impl Engine {
     pub fn punch_hole(&self, file: usize, first: u64, n: u64, version: u64) -> Result<(), OpError> {
         let m = self.mapping(file);
         let _held = self.lock(m, Class::Block);
+        // The punch begins before it drops the cached pages: from here on, a
+        // direct read of these pages in the same `Block` phase may find the
+        // hole (or the old hole where dirty data was dropped), and rightly so.
+        for p in first..first + n {
+            m.last_punch[p as usize].store(version, Ordering::Release);
+        }
         self.evict(m, first, n);
         let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         let (off, len) = (
             (first * PAGE as u64) as libc::off_t,
             (n * PAGE as u64) as libc::off_t,
         );
-        // Before the hole exists: a direct read of these pages in the same
-        // `Block` phase may see it before it is published, and rightly so.
-        for p in first..first + n {
-            m.last_punch[p as usize].store(version, Ordering::Release);
-        }
         self.modifying_disk(m, first, n, || {
             // SAFETY: a plain system call on a file descriptor we own.
             match unsafe { libc::fallocate(m.file.as_raw_fd(), mode, off, len) } {

@@ -394,18 +394,28 @@ impl Engine {
     }
 
     /// Counts `data` as stale if it is older than `noted` (published before
-    /// the read started). Returns its version (`None`: malformed, counted).
-    fn check(&self, m: &Mapping, page: u64, data: &Block, noted: u64) -> Option<u64> {
+    /// the read started), or as torn if it is malformed and `overlapped` (a
+    /// write of the page was in flight while it was read from the file).
+    /// Returns its version (`None`: malformed, counted).
+    fn check(
+        &self,
+        m: &Mapping,
+        page: u64,
+        data: &Block,
+        noted: u64,
+        overlapped: bool,
+    ) -> Option<u64> {
         let want = noted >> 1;
         let got = data.version(m.index, page);
-        let fresh = match got {
-            Some(v) if v >= want => true,
-            // A hole is current if a punch at least that recent made it.
-            Some(0) => m.last_punch[page as usize].load(Ordering::Acquire) >= want,
-            _ => false,
+        let counter = match got {
+            Some(v) if v >= want => None,
+            // A hole is current if a punch at least that recent has begun.
+            Some(0) if m.last_punch[page as usize].load(Ordering::Acquire) >= want => None,
+            None if overlapped => Some(&self.stats.torn_direct_reads),
+            _ => Some(&self.stats.stale_reads),
         };
-        if !fresh {
-            self.stats.stale_reads.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         got
     }
@@ -500,7 +510,7 @@ impl Engine {
         let _held = self.lock(m, Class::Add);
         let data = self.get_page(m, page)?;
         self.stats.buffered_reads.fetch_add(1, Ordering::Relaxed);
-        Ok(self.check(m, page, &data, noted))
+        Ok(self.check(m, page, &data, noted, false))
     }
 
     /// A buffered write of one page with `version`: `Add`. The page is dirty
@@ -544,17 +554,11 @@ impl Engine {
         let before: Vec<u64> = writes.iter().map(|c| c.load(Ordering::SeqCst)).collect();
         self.disk_read(m, first, &mut blocks)?;
         self.stats.direct_reads.fetch_add(1, Ordering::Relaxed);
-        Ok((first..first + n)
-            .zip(&blocks)
-            .zip(noted)
-            .zip(writes.iter().zip(before))
-            .map(|(((p, b), noted), (writes, before))| {
-                let overlapped = before % 2 == 1 || writes.load(Ordering::SeqCst) != before;
-                if overlapped && b.version(m.index, p).is_none() {
-                    self.stats.torn_direct_reads.fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
-                self.check(m, p, b, noted)
+        Ok((0..blocks.len())
+            .map(|i| {
+                let overlapped =
+                    before[i] % 2 == 1 || writes[i].load(Ordering::SeqCst) != before[i];
+                self.check(m, first + i as u64, &blocks[i], noted[i], overlapped)
             })
             .collect())
     }
@@ -597,7 +601,7 @@ impl Engine {
     fn fault_in(&self, src: &Mapping, page: u64) -> io::Result<Box<Block>> {
         let noted = self.noted(src, page);
         let data = self.get_page(src, page)?;
-        self.check(src, page, &data, noted);
+        self.check(src, page, &data, noted, false);
         Ok(data)
     }
 

@@ -69,9 +69,7 @@ impl TwoStateLock {
     /// ```
     #[inline]
     pub fn lock(&self, class: Class) -> Guard<'_> {
-        if let Err(state) = self.raw.try_lock_fast(class) {
-            self.raw.lock_contended(state, class, fault::admission());
-        }
+        self.acquire(class);
         Guard::new(self, class)
     }
 
@@ -96,9 +94,7 @@ impl TwoStateLock {
     /// ```
     #[inline]
     pub fn lock_nested(&self, class: Class) -> Guard<'_> {
-        if let Err(state) = self.raw.try_lock_fast(class) {
-            self.raw.lock_contended(state, class, Admission::Nested);
-        }
+        self.raw.lock(class, Admission::Nested);
         Guard::new(self, class)
     }
 
@@ -118,15 +114,7 @@ impl TwoStateLock {
     /// ```
     #[inline]
     pub fn try_lock(&self, class: Class) -> Option<Guard<'_>> {
-        let taken = match self.raw.try_lock_fast(class) {
-            Ok(()) => true,
-            Err(state) => self.raw.try_lock_from(state, class, fault::admission()),
-        };
-        if taken {
-            Some(Guard::new(self, class))
-        } else {
-            None
-        }
+        self.try_acquire(class).then(|| Guard::new(self, class))
     }
 
     /// Like [`lock`](Self::lock), for a hold that outlives the borrow: taken
@@ -144,9 +132,7 @@ impl TwoStateLock {
     /// ```
     #[inline]
     pub fn lock_arc(self: &Arc<Self>, class: Class) -> ArcGuard {
-        if let Err(state) = self.raw.try_lock_fast(class) {
-            self.raw.lock_contended(state, class, fault::admission());
-        }
+        self.acquire(class);
         ArcGuard::new(Arc::clone(self), class)
     }
 
@@ -162,14 +148,25 @@ impl TwoStateLock {
     /// ```
     #[inline]
     pub fn try_lock_arc(self: &Arc<Self>, class: Class) -> Option<ArcGuard> {
-        let taken = match self.raw.try_lock_fast(class) {
+        self.try_acquire(class)
+            .then(|| ArcGuard::new(Arc::clone(self), class))
+    }
+
+    /// Takes one hold of `class`, judged top-level or nested by this thread's
+    /// state, which is read only when the fast path fails.
+    #[inline]
+    fn acquire(&self, class: Class) {
+        if let Err(state) = self.raw.try_lock_fast(class) {
+            self.raw.lock_contended(state, class, fault::admission());
+        }
+    }
+
+    /// As [`acquire`](Self::acquire), if the lock admits it now.
+    #[inline]
+    fn try_acquire(&self, class: Class) -> bool {
+        match self.raw.try_lock_fast(class) {
             Ok(()) => true,
             Err(state) => self.raw.try_lock_from(state, class, fault::admission()),
-        };
-        if taken {
-            Some(ArcGuard::new(Arc::clone(self), class))
-        } else {
-            None
         }
     }
 

@@ -84,6 +84,11 @@ impl Class {
 //
 // "Count 0, CLASS = X, X waiters > 0" is a pending hand-off to X: only X
 // (top-level or nested) and nested acquisitions of the other class get in.
+//
+// Every way out of `lock_slow` after sign-up uncounts the thread: entering
+// (in the entering CAS) and unwinding (`Signup::drop`, e.g. at the holder
+// limit). A count left behind by a thread that is gone would be a hand-off
+// pending forever to a class that never comes.
 
 /// Holders (low 29 bits). While 0, the lock is free.
 const COUNT_MASK: u64 = (1 << 29) - 1;
@@ -97,7 +102,12 @@ const WAITER_MASK: u64 = 0xffff;
 const WAITERS: u64 = u64::MAX << ADD_WAITERS_SHIFT;
 
 /// The most holders one lock can count. One more panics.
+#[cfg(not(loom))]
 pub const MAX_HOLDERS: u32 = COUNT_MASK as u32;
+/// The most holders one lock can count. One more panics. (3 under loom, so
+/// that models can reach the limit.)
+#[cfg(loom)]
+pub const MAX_HOLDERS: u32 = 3;
 /// The most threads that can wait for one class of one lock. One more panics.
 pub const MAX_WAITERS: u32 = WAITER_MASK as u32;
 
@@ -310,8 +320,13 @@ impl RawLock {
         let mut admission = first_admission;
         let spin = Spin::new();
         let wake = &self.wake[class.index()];
-        // Whether this thread is counted among the class's waiters.
-        let mut counted = false;
+        // Whether this thread is counted among the class's waiters; if it
+        // unwinds while counted, the drop uncounts it.
+        let mut signup = Signup {
+            lock: self,
+            class,
+            counted: false,
+        };
         loop {
             if spin.spin() {
                 if self.try_lock_from(self.state.load(Ordering::Relaxed), class, admission) {
@@ -323,17 +338,12 @@ impl RawLock {
             // that lands after this read changes the state (so the CAS below
             // fails and we judge again) or the word (so the wait returns).
             let seen = wake.load();
-            let state = match self.enter_from(
-                self.state.load(Ordering::Relaxed),
-                class,
-                admission,
-                counted,
-            ) {
+            let state = match signup.enter(self.state.load(Ordering::Relaxed), admission) {
                 Ok(()) => return,
                 // Sign up from exactly this state: the one judged closed.
                 Err(closed) => closed,
             };
-            let signed_up = if counted {
+            let signed_up = if signup.counted {
                 state
             } else {
                 if waiters(state, class) == MAX_WAITERS {
@@ -352,7 +362,7 @@ impl RawLock {
             {
                 continue;
             }
-            counted = true;
+            signup.counted = true;
             wake.wait(seen);
             admission = if first_admission == Admission::Nested {
                 Admission::Nested
@@ -362,16 +372,44 @@ impl RawLock {
                 // Spurious wake-up: judge as before.
                 first_admission
             };
-            if self
-                .enter_from(
-                    self.state.load(Ordering::Relaxed),
-                    class,
-                    admission,
-                    counted,
-                )
+            if signup
+                .enter(self.state.load(Ordering::Relaxed), admission)
                 .is_ok()
             {
                 return;
+            }
+        }
+    }
+
+    /// Takes this thread out of `class`'s waiter count without entering: it
+    /// is leaving `lock_slow` by unwinding. If it was the last waiter of a
+    /// hand-off pending to its class, the turn passes to the other class
+    /// when that one waits, as a release would have passed it.
+    #[cold]
+    fn uncount(&self, class: Class) {
+        let other = class.other();
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            let mut next = state - class.waiter();
+            let hand_off = holders(next) == 0
+                && class_of(next) == class
+                && waiters(next, class) == 0
+                && waiters(next, other) != 0;
+            if hand_off {
+                next = (next & WAITERS) | other.bit();
+            }
+            // AcqRel, as a hand-off in `unlock_from`.
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if hand_off {
+                        self.wake[other.index()].bump_and_wake_all();
+                    }
+                    return;
+                }
+                Err(now) => state = now,
             }
         }
     }
@@ -441,6 +479,38 @@ impl RawLock {
     }
 }
 
+/// A thread inside `lock_slow` and whether it is counted among its class's
+/// waiters. Dropped while counted (only by unwinding: every return is an
+/// entry, which uncounts), it uncounts the thread.
+struct Signup<'a> {
+    lock: &'a RawLock,
+    class: Class,
+    counted: bool,
+}
+
+impl Signup<'_> {
+    /// `RawLock::enter_from` for this thread; on entry it is no longer
+    /// counted.
+    #[inline]
+    fn enter(&mut self, state: u64, admission: Admission) -> Result<(), u64> {
+        let entered = self
+            .lock
+            .enter_from(state, self.class, admission, self.counted);
+        if entered.is_ok() {
+            self.counted = false;
+        }
+        entered
+    }
+}
+
+impl Drop for Signup<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.lock.uncount(self.class);
+        }
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -467,6 +537,79 @@ mod tests {
         assert_eq!(lock.snapshot().holders, MAX_HOLDERS);
         lock.unlock(Class::Add);
         assert_eq!(lock.snapshot().holders, MAX_HOLDERS - 1);
+    }
+
+    /// A thread that slept (counted) and is handed a phase that already has
+    /// `MAX_HOLDERS` holders panics; it must not leave its count behind, or
+    /// the lock stays handed to a class nobody is coming from and a fresh
+    /// `Block` sleeps forever on a free lock.
+    #[test]
+    fn a_counted_waiter_at_the_holder_limit_uncounts_itself() {
+        use std::sync::{Arc, mpsc};
+        use std::time::{Duration, Instant};
+        let lock = Arc::new(RawLock::new());
+        lock.lock(Class::Block, Admission::TopLevel);
+        let l = lock.clone();
+        let waiter = std::thread::spawn(move || {
+            std::panic::catch_unwind(|| l.lock(Class::Add, Admission::TopLevel)).unwrap_err()
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock.snapshot().add_waiters == 0 {
+            assert!(Instant::now() < deadline, "the Add thread never signed up");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        // The hand-off to Add lands after nested Adds barged into it up to
+        // the limit: Add holds MAX_HOLDERS, the sleeper is still counted.
+        let full = u64::from(MAX_HOLDERS) | Class::Add.bit() | Class::Add.waiter();
+        lock.state.store(full, Ordering::Relaxed);
+        lock.wake[Class::Add.index()].bump_and_wake_all();
+        let err = waiter.join().unwrap();
+        let msg = err.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("holders at once"), "{msg}");
+        assert_eq!(
+            lock.snapshot(),
+            LockState {
+                holders: MAX_HOLDERS,
+                class: Class::Add,
+                add_waiters: 0,
+                block_waiters: 0
+            },
+            "the panicking waiter uncounted itself and changed nothing else"
+        );
+        // Every hold is released; a fresh Block gets in.
+        lock.set_state_for_test(1, Class::Add);
+        lock.unlock(Class::Add);
+        let (tx, rx) = mpsc::channel();
+        let l = lock.clone();
+        std::thread::spawn(move || {
+            l.lock(Class::Block, Admission::TopLevel);
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a top-level Block slept on a free lock");
+    }
+
+    #[test]
+    fn the_last_waiter_of_a_pending_hand_off_passes_the_turn_on_as_it_leaves() {
+        let lock = RawLock::new();
+        let pending = Class::Add.bit() | Class::Add.waiter() | Class::Block.waiter();
+        lock.state.store(pending, Ordering::Relaxed);
+        let seen = lock.wake[Class::Block.index()].load();
+        lock.uncount(Class::Add);
+        let s = lock.snapshot();
+        assert_eq!(
+            (s.holders, s.class, s.add_waiters, s.block_waiters),
+            (0, Class::Block, 0, 1)
+        );
+        assert_ne!(lock.wake[Class::Block.index()].load(), seen, "Block woken");
+        // With another Add still coming, the hand-off to Add stays pending.
+        let pending = Class::Add.bit() | (2 * Class::Add.waiter()) | Class::Block.waiter();
+        lock.state.store(pending, Ordering::Relaxed);
+        lock.uncount(Class::Add);
+        assert_eq!(
+            lock.state.load(Ordering::Relaxed),
+            pending - Class::Add.waiter()
+        );
     }
 
     #[test]

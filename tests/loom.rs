@@ -10,6 +10,7 @@
 
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use loom::thread;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use two_state_lock::{Class, FaultError, TwoStateLock};
 
@@ -377,4 +378,67 @@ fn cycle_races_an_adder_on_the_held_lock() {
         }
         assert_eq!(high.state().holders + low.state().holders, 0);
     });
+}
+
+/// A counted waiter is handed a phase that nested acquisitions have already
+/// filled to the holder limit (3 under loom), and panics. It must uncount
+/// itself on the way out: a count left behind would hand the lock to `Add`
+/// forever, and the fresh `Block` at the end would sleep on a free lock.
+#[test]
+fn a_waiter_that_panics_at_the_holder_limit_leaves_no_count() {
+    quiet_panics("holders at once");
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let block = lock.lock(Class::Block);
+        let release = Arc::new(AtomicBool::new(false));
+        let (l, r) = (lock.clone(), release.clone());
+        let adder = thread::spawn(move || {
+            let entered = catch_unwind(AssertUnwindSafe(|| l.lock(Class::Add))).ok();
+            while !r.load(SeqCst) {
+                thread::yield_now();
+            }
+            entered.is_some()
+        });
+        while lock.state().add_waiters == 0 {
+            thread::yield_now();
+        }
+        // Keeps this thread's acquisitions nested: they barge into the
+        // pending hand-off to Add.
+        let other = TwoStateLock::new();
+        let keep = other.lock(Class::Add);
+        drop(block);
+        let mine: Vec<_> = (0..two_state_lock::MAX_HOLDERS)
+            .filter_map(|_| catch_unwind(AssertUnwindSafe(|| lock.lock(Class::Add))).ok())
+            .collect();
+        release.store(true, SeqCst);
+        let adder_entered = adder.join().unwrap();
+        // Exactly one of the four acquisitions was over the limit.
+        assert_eq!(mine.len() + usize::from(adder_entered), 3);
+        drop(mine);
+        drop(keep);
+        drop(lock.lock(Class::Block));
+        let end = lock.state();
+        assert_eq!(
+            (end.holders, end.add_waiters, end.block_waiters),
+            (0, 0, 0),
+            "{end:?}"
+        );
+    });
+}
+
+/// Silences the panic messages a model expects (one per explored
+/// interleaving); every other panic is reported as usual.
+fn quiet_panics(expected: &'static str) {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if !msg.contains(expected) {
+            report(info);
+        }
+    }));
 }

@@ -1,78 +1,19 @@
-//! The thread-local part: how many guards this thread holds, its held-mapping
-//! token (a stack of active `faults_disabled` scopes), and the fault protocol
-//! that uses them (`TwoStateLock::lock_fault`).
+//! The fault protocol: what a page fault on a lock does against this
+//! thread's held mappings.
 //!
-//! The scopes form a linked list through the stack frames of the active
-//! `faults_disabled` calls, innermost first, so nesting costs no allocation.
+//! - [`TwoStateLock::fault_in`] (SPEC §8), the total protocol: runs the
+//!   fault's work holding `Add`, never fails, cycles at most once per call.
+//! - [`TwoStateLock::lock_fault`] (SPEC §4), the seed's protocol: returns an
+//!   `Add` guard or an error (`SameMapping`, `OrderingViolation`), with
+//!   `retry_faults` as its cycle-and-retry loop.
 
-use std::cell::Cell;
 use std::fmt;
-use std::ptr;
 
-use crate::guard::Guard;
+use crate::guard::{ArcGuard, Guard};
 use crate::lock::TwoStateLock;
-use crate::raw::{Admission, Class};
-use crate::sync::thread_local_const;
-
-/// What a thread knows about itself.
-struct ThreadState {
-    /// `Guard`s this thread holds (an `ArcGuard` is not counted: it may be
-    /// released on another thread).
-    held: Cell<usize>,
-    /// Active scopes whose hold is not released by a cycle in progress.
-    tokens: Cell<usize>,
-    /// The innermost active scope, or null.
-    innermost: Cell<*const Scope>,
-}
-
-thread_local_const! {
-    static THREAD: ThreadState = ThreadState {
-        held: Cell::new(0),
-        tokens: Cell::new(0),
-        innermost: Cell::new(ptr::null()),
-    };
-}
-
-/// Top-level for a thread that holds no guard and has no token; else nested.
-#[inline]
-pub(crate) fn admission() -> Admission {
-    THREAD.with(|t| {
-        if t.held.get() == 0 && t.tokens.get() == 0 {
-            Admission::TopLevel
-        } else {
-            Admission::Nested
-        }
-    })
-}
-
-#[inline]
-pub(crate) fn guard_taken() {
-    THREAD.with(|t| t.held.set(t.held.get() + 1));
-}
-
-#[inline]
-pub(crate) fn guard_released() {
-    THREAD.with(|t| t.held.set(t.held.get() - 1));
-}
-
-/// The result of a [`faults_disabled`](crate::Guard::faults_disabled) scope.
-///
-/// ```
-/// use two_state_lock::{Class, Scoped, TwoStateLock};
-/// let lock = TwoStateLock::new();
-/// let g = lock.lock(Class::Block);
-/// let Scoped { value, locks_dropped } = g.faults_disabled(|| 42);
-/// assert_eq!((value, locks_dropped), (42, false));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use = "if `locks_dropped` is true, the caller's invalidation may be stale"]
-pub struct Scoped<R> {
-    /// What the closure returned.
-    pub value: R,
-    /// The scope's hold was released and re-taken while the closure ran (a
-    /// fault cycled it): pages may have been added to the mapping meanwhile.
-    pub locks_dropped: bool,
-}
+use crate::raw::Class;
+use crate::table::{LockTable, RangeGuard};
+use crate::thread::{self, LockSet};
 
 /// Why [`TwoStateLock::lock_fault`] did not return a guard.
 ///
@@ -87,7 +28,7 @@ pub struct Scoped<R> {
 pub enum FaultError {
     /// The faulting lock is a held mapping of this thread: taking `Add` on it
     /// would wait for this thread forever. Fail the access (the kernel's
-    /// `-EFAULT`).
+    /// `-EFAULT`), or use [`TwoStateLock::fault_in`], which completes it.
     SameMapping,
     /// A held mapping orders after the faulting lock and `try_lock` failed:
     /// the held locks were released, the fault's lock waited for, and the
@@ -111,120 +52,76 @@ impl fmt::Display for FaultError {
 
 impl std::error::Error for FaultError {}
 
-/// One active `faults_disabled` scope, on the stack frame of its call.
-struct Scope {
-    lock: *const TwoStateLock,
+/// `fault_in` on one lock of this crate (a `TwoStateLock` or a table's).
+pub(crate) fn fault_in<R>(lock: &TwoStateLock, f: impl FnOnce() -> R) -> R {
+    let held = thread::held_mappings(&lock.raw);
+    match held.holds_it {
+        // A held mapping holds Add on this lock: the fault is admitted.
+        Some(Class::Add) => return f(),
+        // The fault would wait for this thread's own Block: cycle it.
+        Some(Class::Block) => return thread::cycle(&lock.raw, || with_add(lock, f)),
+        None => {}
+    }
+    if !held.any_at_or_after {
+        // No held mapping, or all in lock order: wait as usual.
+        return with_add(lock, f);
+    }
+    match lock.try_lock(Class::Add) {
+        Some(add) => {
+            let value = f();
+            drop(add);
+            value
+        }
+        None => thread::cycle(&lock.raw, || with_add(lock, f)),
+    }
+}
+
+/// Runs `f` holding `Add` on `lock`, taken blocking (judged by what the
+/// thread holds now) and released after `f`, also when it unwinds.
+fn with_add<R>(lock: &TwoStateLock, f: impl FnOnce() -> R) -> R {
+    let add = lock.lock(Class::Add);
+    let value = f();
+    drop(add);
+    value
+}
+
+/// `lock_fault` on one lock of this crate.
+pub(crate) fn lock_fault(lock: &TwoStateLock) -> Result<Guard<'_>, FaultError> {
+    let held = thread::held_mappings(&lock.raw);
+    if held.holds_it.is_some() {
+        return Err(FaultError::SameMapping);
+    }
+    if !held.any_at_or_after {
+        // No held mapping, or all in lock order: wait as usual (nested, if
+        // a scope is active).
+        return Ok(lock.lock(Class::Add));
+    }
+    if let Some(guard) = lock.try_lock(Class::Add) {
+        return Ok(guard);
+    }
+    thread::cycle(&lock.raw, || {
+        #[cfg(all(test, not(loom)))]
+        tests::failpoint();
+        // Wait until this lock admits Add, judged by what the thread still
+        // holds after the release.
+        drop(lock.lock(Class::Add));
+    });
+    Err(FaultError::OrderingViolation)
+}
+
+/// The cycle-and-retry loop behind `retry_faults`: runs `step` in a scope
+/// of `locks` until it returns something other than `OrderingViolation`,
+/// calling `revalidate` after every scope whose holds were cycled.
+fn retry<R>(
+    locks: LockSet<'_>,
     class: Class,
-    /// The hold is a `Guard`'s, counted in `ThreadState::held`.
-    counted: bool,
-    /// The guard the hold belongs to, to refuse two scopes for one hold.
-    owner: *const (),
-    outer: *const Scope,
-    /// Released by the cycle in progress.
-    released: Cell<bool>,
-    /// Released and re-taken at least once: reported as `locks_dropped`.
-    dropped: Cell<bool>,
-}
-
-impl Scope {
-    fn order(&self) -> usize {
-        self.lock as usize
-    }
-
-    fn lock(&self) -> &TwoStateLock {
-        // SAFETY: the scope's guard borrows (or owns an `Arc` of) the lock
-        // for longer than the scope is active.
-        unsafe { &*self.lock }
-    }
-
-    /// Gives up the hold for a cycle: the thread no longer holds it.
-    fn release(&self, t: &ThreadState) {
-        debug_assert!(!self.released.get());
-        self.lock().raw.unlock(self.class);
-        t.held.set(t.held.get() - usize::from(self.counted));
-        t.tokens.set(t.tokens.get() - 1);
-        self.released.set(true);
-        self.dropped.set(true);
-    }
-
-    /// Takes the hold back, judged by what the thread holds now.
-    fn retake(&self, t: &ThreadState) {
-        debug_assert!(self.released.get());
-        self.lock().raw.lock(self.class, admission());
-        t.held.set(t.held.get() + usize::from(self.counted));
-        t.tokens.set(t.tokens.get() + 1);
-        self.released.set(false);
-    }
-}
-
-/// Calls `f` on each active scope, innermost first, until it returns `Some`.
-fn find_scope<'t, T>(t: &'t ThreadState, mut f: impl FnMut(&'t Scope) -> Option<T>) -> Option<T> {
-    let mut next = t.innermost.get();
-    // SAFETY: every pointer in the list is to a `Scope` on the stack frame of
-    // an active `with_scope` call on this thread, which unlinks it before the
-    // frame is left, by return or by unwind.
-    while let Some(scope) = unsafe { next.as_ref() } {
-        if let Some(found) = f(scope) {
-            return Some(found);
-        }
-        next = scope.outer;
-    }
-    None
-}
-
-/// Runs `f` with the hold `(lock, class)` of the guard at `owner` as this
-/// thread's innermost held mapping.
-pub(crate) fn with_scope<R>(
-    lock: &TwoStateLock,
-    class: Class,
-    counted: bool,
-    owner: *const (),
-    f: impl FnOnce() -> R,
-) -> Scoped<R> {
-    THREAD.with(|t| {
-        if find_scope(t, |s| (s.owner == owner).then_some(())).is_some() {
-            panic!("two-state-lock: faults_disabled on a guard whose scope is already active");
-        }
-        let scope = Scope {
-            lock,
-            class,
-            counted,
-            owner,
-            outer: t.innermost.get(),
-            released: Cell::new(false),
-            dropped: Cell::new(false),
-        };
-        /// Unlinks the scope when `f` returns or unwinds.
-        struct Unlink<'t>(&'t ThreadState, *const Scope);
-        impl Drop for Unlink<'_> {
-            fn drop(&mut self) {
-                self.0.innermost.set(self.1);
-                self.0.tokens.set(self.0.tokens.get() - 1);
-            }
-        }
-        t.innermost.set(&scope);
-        t.tokens.set(t.tokens.get() + 1);
-        let unlink = Unlink(t, scope.outer);
-        let value = f();
-        drop(unlink);
-        Scoped {
-            value,
-            locks_dropped: scope.dropped.get(),
-        }
-    })
-}
-
-/// The cycle-and-retry loop behind `Guard::retry_faults`.
-pub(crate) fn retry<R>(
-    lock: &TwoStateLock,
-    class: Class,
-    counted: bool,
+    counted_by_guard: bool,
     owner: *const (),
     mut revalidate: impl FnMut(),
     mut step: impl FnMut() -> Result<R, FaultError>,
 ) -> Result<R, FaultError> {
     loop {
-        let scoped = with_scope(lock, class, counted, owner, &mut step);
+        let scoped = thread::with_scope(locks, class, counted_by_guard, owner, &mut step);
         if scoped.locks_dropped {
             revalidate();
         }
@@ -236,9 +133,62 @@ pub(crate) fn retry<R>(
 }
 
 impl TwoStateLock {
-    /// Takes `Add` on this lock for a page fault, following the fault
-    /// protocol against this thread's held mappings (the locks of the active
+    /// Runs `f` holding `Add` on this lock: a page fault's "add", for code
+    /// that pins a buffer mapped from this lock's file while it may hold
+    /// other locks of this crate (the total fault protocol, SPEC §8).
+    ///
+    /// It never fails and runs `f` exactly once. Against this thread's held
+    /// mappings (the locks of its active
     /// [`faults_disabled`](Guard::faults_disabled) scopes):
+    ///
+    /// | held mappings | what happens |
+    /// | --- | --- |
+    /// | none, or all order before this lock | take `Add` (blocking), run `f`, release |
+    /// | some order after it, none is it | `try_lock(Add)` and run `f`; if that fails, **cycle** |
+    /// | one of them is this lock, held in `Block` | **cycle** |
+    /// | one of them is this lock, held in `Add` | run `f` (the fault is admitted) |
+    ///
+    /// The **cycle** releases every held mapping at or after this lock (this
+    /// lock included), takes `Add` (blocking), runs `f`, releases `Add`,
+    /// re-takes the released holds in address order and marks their scopes
+    /// `locks_dropped`. While it waits, the thread holds only locks that
+    /// order before this one, so it cannot deadlock; locks order by
+    /// address, lower first. Holds outside an active scope are never cycled.
+    ///
+    /// Pin one page per call: each call makes progress, so a direct I/O of
+    /// n pages cycles at most n times. After the pinning loop, if the scope
+    /// reports `locks_dropped`, re-invalidate the range once (pages may have
+    /// been added while the hold was down), then issue the I/O. `f` runs
+    /// while the cycled holds are down: keep it to the fault's own work, and
+    /// take no further faults in it.
+    ///
+    /// Use `fault_in` for new code. [`lock_fault`](Self::lock_fault) is the
+    /// seed's protocol, for callers that want a same-mapping fault to fail
+    /// (`-EFAULT`) and a cycle to restart their step.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    ///
+    /// let file = TwoStateLock::new();
+    /// // A direct write of 4 pages to `file` from a buffer mapped from `file`.
+    /// let dio = file.lock(Class::Block);
+    /// let mut cycles = 0;
+    /// for page in 0..4 {
+    ///     let pinned = dio.faults_disabled(|| file.fault_in(|| page));
+    ///     assert_eq!(pinned.value, page);
+    ///     cycles += usize::from(pinned.locks_dropped);
+    /// }
+    /// assert!(cycles <= 4); // at most one cycle per page
+    /// // `cycles > 0`: re-invalidate the range once, then issue the write.
+    /// assert_eq!(file.state().class, Class::Block);
+    /// # drop(dio);
+    /// ```
+    pub fn fault_in<R>(&self, f: impl FnOnce() -> R) -> R {
+        fault_in(self, f)
+    }
+
+    /// Takes `Add` on this lock for a page fault, following the seed's fault
+    /// protocol (SPEC §4) against this thread's held mappings:
     ///
     /// | held mappings | what happens |
     /// | --- | --- |
@@ -251,6 +201,11 @@ impl TwoStateLock {
     /// first), waits until this lock admits `Add`, re-takes them in address
     /// order, and marks their scopes `locks_dropped`. Locks order by address,
     /// lower first. Holds not in an active scope are never cycled.
+    ///
+    /// Prefer [`fault_in`](Self::fault_in), which completes every fault
+    /// (the same mapping included) with at most one cycle per call. Use
+    /// `lock_fault` with [`Guard::retry_faults`] where the seed's behaviour
+    /// is wanted.
     ///
     /// ```
     /// use two_state_lock::{Class, FaultError, TwoStateLock};
@@ -265,90 +220,139 @@ impl TwoStateLock {
     /// assert_eq!(r.value, Err(FaultError::SameMapping));
     /// ```
     pub fn lock_fault(&self) -> Result<Guard<'_>, FaultError> {
-        let me = self.order();
-        let (same, any_after) = THREAD.with(|t| {
-            let mut any_after = false;
-            let same = find_scope(t, |s| {
-                any_after |= s.order() > me;
-                (s.order() == me).then_some(())
-            });
-            (same.is_some(), any_after)
-        });
-        if same {
-            return Err(FaultError::SameMapping);
-        }
-        if !any_after {
-            // No held mapping, or all in lock order: wait as usual (nested,
-            // if a token is active).
-            return Ok(self.lock(Class::Add));
-        }
-        if let Some(guard) = self.try_lock(Class::Add) {
-            return Ok(guard);
-        }
-        self.cycle();
-        Err(FaultError::OrderingViolation)
-    }
-
-    /// The cycle step of [`lock_fault`](Self::lock_fault).
-    #[cold]
-    fn cycle(&self) {
-        let me = self.order();
-        THREAD.with(|t| {
-            find_scope(t, |s| {
-                if s.order() > me {
-                    s.release(t);
-                }
-                None::<()>
-            });
-            // Re-takes every released hold, in address order, when this
-            // function returns or unwinds: the guards must own their holds
-            // again before any user code runs.
-            struct Retake<'t>(&'t ThreadState);
-            impl Drop for Retake<'_> {
-                fn drop(&mut self) {
-                    let t = self.0;
-                    // A panic here would leave a guard that releases a hold it
-                    // does not own: abort instead.
-                    let bomb = AbortOnUnwind;
-                    loop {
-                        let mut lowest: Option<&Scope> = None;
-                        find_scope(t, |s| {
-                            if s.released.get() && lowest.is_none_or(|l| s.order() < l.order()) {
-                                lowest = Some(s);
-                            }
-                            None::<()>
-                        });
-                        match lowest {
-                            Some(s) => s.retake(t),
-                            None => break,
-                        }
-                    }
-                    std::mem::forget(bomb);
-                }
-            }
-            let _retake = Retake(t);
-            #[cfg(all(test, not(loom)))]
-            tests::failpoint();
-            // Wait until this lock admits Add, judged by what the thread
-            // still holds after the release.
-            self.raw.lock(Class::Add, admission());
-            self.raw.unlock(Class::Add);
-        });
+        lock_fault(self)
     }
 }
 
-struct AbortOnUnwind;
+impl Guard<'_> {
+    /// The seed's cycle-and-retry loop: runs `step` under
+    /// [`faults_disabled`](Self::faults_disabled) until it returns `Ok`.
+    ///
+    /// `step` continues from where it got to (it keeps its own progress) and
+    /// returns [`FaultError::OrderingViolation`] when a fault inside it did.
+    /// Whenever this hold was cycled, `revalidate` runs before `step` is
+    /// called again: re-invalidate what is left to do. `SameMapping` is
+    /// returned at once: the caller fails the access with a bad-address
+    /// error. (With [`TwoStateLock::fault_in`] no step fails or repeats.)
+    ///
+    /// ```
+    /// use two_state_lock::{Class, FaultError, TwoStateLock};
+    /// let (file, buffer_file) = (TwoStateLock::new(), TwoStateLock::new());
+    /// let dio = file.lock(Class::Block);
+    /// let mut pinned = 0;
+    /// let result = dio.retry_faults(
+    ///     || { /* evict the range not yet written from the cache */ },
+    ///     || {
+    ///         while pinned < 4 {
+    ///             let page = buffer_file.lock_fault()?; // fault one page in
+    ///             drop(page);
+    ///             pinned += 1;
+    ///         }
+    ///         Ok(pinned)
+    ///     },
+    /// );
+    /// assert_eq!(result, Ok(4));
+    /// ```
+    pub fn retry_faults<R>(
+        &self,
+        revalidate: impl FnMut(),
+        step: impl FnMut() -> Result<R, FaultError>,
+    ) -> Result<R, FaultError> {
+        let owner = self as *const Self as *const ();
+        let locks = LockSet::one(&self.lock().raw);
+        retry(locks, self.class(), true, owner, revalidate, step)
+    }
+}
 
-impl Drop for AbortOnUnwind {
-    fn drop(&mut self) {
-        eprintln!("two-state-lock: panic while re-taking a hold after a fault cycle; aborting");
-        std::process::abort();
+impl ArcGuard {
+    /// As [`Guard::retry_faults`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let (file, other) = (Arc::new(TwoStateLock::new()), TwoStateLock::new());
+    /// let aio = file.lock_arc(Class::Block);
+    /// let r = aio.retry_faults(|| {}, || other.lock_fault().map(|g| g.class()));
+    /// assert_eq!(r, Ok(Class::Add));
+    /// ```
+    pub fn retry_faults<R>(
+        &self,
+        revalidate: impl FnMut(),
+        step: impl FnMut() -> Result<R, FaultError>,
+    ) -> Result<R, FaultError> {
+        let owner = self as *const Self as *const ();
+        let locks = LockSet::one(&self.lock().raw);
+        retry(locks, self.class(), false, owner, revalidate, step)
+    }
+}
+
+impl LockTable {
+    /// [`TwoStateLock::fault_in`] on the lock that `(object, stripe)` maps
+    /// to: runs `f` holding `Add` on it, never fails, runs `f` exactly once.
+    /// A held mapping of this thread that the stripe maps to (a
+    /// [`RangeGuard::faults_disabled`] scope over it, for instance) is the
+    /// same-mapping case: it is cycled, with every held mapping after it.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, LockTable};
+    /// let table = LockTable::new(64);
+    /// // A direct write to file 1 from a buffer mapped from file 2.
+    /// let dio = table.lock_range(1, 0..2, Class::Block);
+    /// let pinned = dio.faults_disabled(|| {
+    ///     (0..2).map(|stripe| table.fault_in(2, stripe, || stripe)).sum::<u64>()
+    /// });
+    /// assert_eq!(pinned.value, 1);
+    /// # drop(dio);
+    /// ```
+    pub fn fault_in<R>(&self, object: u64, stripe: u64, f: impl FnOnce() -> R) -> R {
+        fault_in(self.lock_for(object, stripe), f)
+    }
+
+    /// [`TwoStateLock::lock_fault`] (the seed's protocol) on the lock that
+    /// `(object, stripe)` maps to.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, FaultError, LockTable};
+    /// let table = LockTable::new(64);
+    /// let dio = table.lock_range(1, 0..2, Class::Block);
+    /// let r = dio.faults_disabled(|| table.lock_fault(1, 1).map(drop));
+    /// assert_eq!(r.value, Err(FaultError::SameMapping));
+    /// ```
+    pub fn lock_fault(&self, object: u64, stripe: u64) -> Result<Guard<'_>, FaultError> {
+        lock_fault(self.lock_for(object, stripe))
+    }
+}
+
+impl RangeGuard<'_> {
+    /// As [`Guard::retry_faults`], with every lock of this guard as a held
+    /// mapping.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, LockTable};
+    /// let table = LockTable::new(64);
+    /// let dio = table.lock_range(1, 0..4, Class::Block);
+    /// // A buffer mapped from a file whose stripe 0 does not collide with ours.
+    /// let other = (2..).find(|&o| dio.lock_indices().all(|i| i != table.lock_index(o, 0)));
+    /// let r = dio.retry_faults(|| {}, || table.lock_fault(other.unwrap(), 0).map(|g| g.class()));
+    /// assert_eq!(r, Ok(Class::Add));
+    /// // One that does: the seed's protocol fails it.
+    /// let r = dio.retry_faults(|| {}, || table.lock_fault(1, 2).map(drop));
+    /// assert_eq!(r, Err(two_state_lock::FaultError::SameMapping));
+    /// ```
+    pub fn retry_faults<R>(
+        &self,
+        revalidate: impl FnMut(),
+        step: impl FnMut() -> Result<R, FaultError>,
+    ) -> Result<R, FaultError> {
+        let owner = self as *const Self as *const ();
+        retry(self.lock_set(), self.class(), true, owner, revalidate, step)
     }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use std::cell::Cell;
     use std::panic::{AssertUnwindSafe, catch_unwind};
 
     thread_local! {
@@ -363,7 +367,7 @@ mod tests {
 
     fn ordered() -> (Box<TwoStateLock>, Box<TwoStateLock>) {
         let (a, b) = (Box::new(TwoStateLock::new()), Box::new(TwoStateLock::new()));
-        if a.order() < b.order() {
+        if thread::order(&a.raw) < thread::order(&b.raw) {
             (a, b)
         } else {
             (b, a)
@@ -385,30 +389,41 @@ mod tests {
             // that caught it runs holding the lock.
             assert_eq!(high.state().holders, 1);
             assert!(high.try_lock(Class::Add).is_none());
-            THREAD.with(|t| (t.held.get(), t.tokens.get()))
+            thread::counts_for_test()
         });
         assert!(caught.locks_dropped);
-        // Two guards held (dio, blocker), one active token.
+        // Two guards held (dio, blocker), one active scope.
         assert_eq!(caught.value, (2, 1));
         drop((dio, blocker));
         assert_eq!(high.state().holders, 0);
         assert_eq!(low.state().holders, 0);
-        assert_eq!(THREAD.with(|t| (t.held.get(), t.tokens.get())), (0, 0));
+        assert_eq!(thread::counts_for_test(), (0, 0));
     }
 
     #[test]
-    fn panic_inside_the_scope_restores_the_token() {
+    fn panic_inside_the_scope_restores_the_held_mappings() {
         let lock = TwoStateLock::new();
         let g = lock.lock(Class::Block);
         let r = catch_unwind(AssertUnwindSafe(|| g.faults_disabled(|| panic!("inside"))));
         assert!(r.is_err());
-        THREAD.with(|t| {
-            assert!(t.innermost.get().is_null());
-            assert_eq!((t.held.get(), t.tokens.get()), (1, 0));
-        });
-        // No token: a fault on the lock is a plain blocking Add again, which
-        // try_lock shows would not be admitted while we hold Block.
+        assert_eq!(thread::counts_for_test(), (1, 0));
+        // No held mapping: a fault on the lock is a plain blocking Add again,
+        // which try_lock shows would not be admitted while we hold Block.
         drop(g);
         assert!(lock.lock_fault().is_ok());
+    }
+
+    #[test]
+    fn an_arc_guard_scope_counts_its_hold_while_active() {
+        let lock = std::sync::Arc::new(TwoStateLock::new());
+        let aio = lock.lock_arc(Class::Block);
+        assert_eq!(thread::counts_for_test(), (0, 0));
+        let inside = aio.faults_disabled(thread::counts_for_test);
+        assert_eq!(inside.value, (1, 1));
+        // A cycle of it leaves this thread holding nothing while it waits.
+        let during = aio.faults_disabled(|| lock.fault_in(thread::counts_for_test));
+        assert_eq!(during.value, (1, 1), "only the fault's own Add is held");
+        assert!(during.locks_dropped);
+        assert_eq!(thread::counts_for_test(), (0, 0));
     }
 }

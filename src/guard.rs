@@ -7,9 +7,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::fault::{self, FaultError, Scoped};
 use crate::lock::TwoStateLock;
 use crate::raw::Class;
+use crate::thread::{self, LockSet, Scoped};
 
 /// A hold of one class on a [`TwoStateLock`], released when dropped.
 ///
@@ -43,7 +43,7 @@ impl<'a> Guard<'a> {
     /// Wraps a hold the caller has just taken, and counts it in this thread.
     #[inline]
     pub(crate) fn new(lock: &'a TwoStateLock, class: Class) -> Self {
-        fault::guard_taken();
+        thread::hold_taken();
         Guard {
             lock,
             class,
@@ -64,11 +64,12 @@ impl<'a> Guard<'a> {
         self.class
     }
 
-    /// Runs `f` with this thread's held mapping set to this guard's lock, so
-    /// that [`TwoStateLock::lock_fault`] calls inside `f` follow the fault
-    /// protocol; restores the previous held mapping afterwards, also when `f`
-    /// panics. `locks_dropped` reports whether this hold was released and
-    /// re-taken during `f` (then the caller's invalidation may be stale).
+    /// Runs `f` with this guard's lock as this thread's innermost held
+    /// mapping, so that faults inside `f` ([`TwoStateLock::fault_in`],
+    /// [`TwoStateLock::lock_fault`]) follow the fault protocol; restores the
+    /// previous held mappings afterwards, also when `f` panics.
+    /// `locks_dropped` reports whether a fault cycle released and re-took
+    /// this hold during `f` (then the caller's invalidation may be stale).
     ///
     /// # Panics
     ///
@@ -76,53 +77,32 @@ impl<'a> Guard<'a> {
     /// cannot be cycled twice).
     ///
     /// ```
-    /// use two_state_lock::{Class, FaultError, TwoStateLock};
+    /// use two_state_lock::{Class, TwoStateLock};
     /// let file = TwoStateLock::new();
     /// let dio = file.lock(Class::Block);
-    /// let pinned = dio.faults_disabled(|| file.lock_fault().map(drop));
-    /// assert_eq!(pinned.value, Err(FaultError::SameMapping));
-    /// assert!(!pinned.locks_dropped);
+    /// // A direct write whose source buffer is mapped from the same file:
+    /// // the fault cycles this hold and completes.
+    /// let pinned = dio.faults_disabled(|| file.fault_in(|| "page pinned"));
+    /// assert_eq!(pinned.value, "page pinned");
+    /// assert!(pinned.locks_dropped); // re-invalidate before the I/O
     /// ```
     pub fn faults_disabled<R>(&self, f: impl FnOnce() -> R) -> Scoped<R> {
         let owner = self as *const Self as *const ();
-        fault::with_scope(self.lock, self.class, true, owner, f)
+        thread::with_scope(LockSet::one(&self.lock.raw), self.class, true, owner, f)
     }
 
-    /// The cycle-and-retry loop: runs `step` under
-    /// [`faults_disabled`](Self::faults_disabled) until it returns `Ok`.
-    ///
-    /// `step` continues from where it got to (it keeps its own progress) and
-    /// returns [`FaultError::OrderingViolation`] when a fault inside it did.
-    /// Whenever this hold was cycled, `revalidate` runs before `step` is
-    /// called again: re-invalidate what is left to do. `SameMapping` is
-    /// returned at once: the caller fails the access with a bad-address
-    /// error.
+    /// The lock this guard holds.
     ///
     /// ```
-    /// use two_state_lock::{Class, FaultError, TwoStateLock};
-    /// let (file, buffer_file) = (TwoStateLock::new(), TwoStateLock::new());
-    /// let dio = file.lock(Class::Block);
-    /// let mut pinned = 0;
-    /// let result = dio.retry_faults(
-    ///     || { /* evict the range not yet written from the cache */ },
-    ///     || {
-    ///         while pinned < 4 {
-    ///             let page = buffer_file.lock_fault()?; // fault one page in
-    ///             drop(page);
-    ///             pinned += 1;
-    ///         }
-    ///         Ok(pinned)
-    ///     },
-    /// );
-    /// assert_eq!(result, Ok(4));
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// let g = lock.lock(Class::Add);
+    /// assert!(std::ptr::eq(g.lock(), &lock));
     /// ```
-    pub fn retry_faults<R>(
-        &self,
-        revalidate: impl FnMut(),
-        step: impl FnMut() -> Result<R, FaultError>,
-    ) -> Result<R, FaultError> {
-        let owner = self as *const Self as *const ();
-        fault::retry(self.lock, self.class, true, owner, revalidate, step)
+    #[inline]
+    #[must_use]
+    pub fn lock(&self) -> &'a TwoStateLock {
+        self.lock
     }
 }
 
@@ -130,7 +110,7 @@ impl Drop for Guard<'_> {
     #[inline]
     fn drop(&mut self) {
         self.lock.raw.unlock(self.class);
-        fault::guard_released();
+        thread::holds_released(1);
     }
 }
 
@@ -219,7 +199,7 @@ impl ArcGuard {
     }
 
     /// As [`Guard::faults_disabled`]: while `f` runs, this hold is the
-    /// thread's held mapping, and acquisitions are nested.
+    /// thread's innermost held mapping, and acquisitions are nested.
     ///
     /// # Panics
     ///
@@ -227,34 +207,15 @@ impl ArcGuard {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use two_state_lock::{Class, FaultError, TwoStateLock};
+    /// use two_state_lock::{Class, TwoStateLock};
     /// let file = Arc::new(TwoStateLock::new());
     /// let aio = file.lock_arc(Class::Block);
-    /// let r = aio.faults_disabled(|| file.lock_fault().map(drop));
-    /// assert_eq!(r.value, Err(FaultError::SameMapping));
+    /// let r = aio.faults_disabled(|| file.fault_in(|| 7));
+    /// assert_eq!((r.value, r.locks_dropped), (7, true));
     /// ```
     pub fn faults_disabled<R>(&self, f: impl FnOnce() -> R) -> Scoped<R> {
         let owner = self as *const Self as *const ();
-        fault::with_scope(&self.lock, self.class, false, owner, f)
-    }
-
-    /// As [`Guard::retry_faults`].
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use two_state_lock::{Class, TwoStateLock};
-    /// let (file, other) = (Arc::new(TwoStateLock::new()), TwoStateLock::new());
-    /// let aio = file.lock_arc(Class::Block);
-    /// let r = aio.retry_faults(|| {}, || other.lock_fault().map(|g| g.class()));
-    /// assert_eq!(r, Ok(Class::Add));
-    /// ```
-    pub fn retry_faults<R>(
-        &self,
-        revalidate: impl FnMut(),
-        step: impl FnMut() -> Result<R, FaultError>,
-    ) -> Result<R, FaultError> {
-        let owner = self as *const Self as *const ();
-        fault::retry(&self.lock, self.class, false, owner, revalidate, step)
+        thread::with_scope(LockSet::one(&self.lock.raw), self.class, false, owner, f)
     }
 }
 

@@ -4,10 +4,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::fault;
 use crate::guard::{ArcGuard, Guard};
 use crate::raw::{Admission, Class, LockState, RawLock};
 use crate::sync::const_fn_unless_loom;
+use crate::thread;
 
 /// A lock with two mutually exclusive shared classes, [`Class::Add`] and
 /// [`Class::Block`]: any number of holders of one class at once, never both.
@@ -30,6 +30,9 @@ use crate::sync::const_fn_unless_loom;
 /// drop((a, b));
 /// assert!(lock.try_lock(Class::Add).is_some());
 /// ```
+// `repr(transparent)`: a slice of locks (a `LockTable`) is a slice of raw
+// locks, which is how the thread state sees it (`raw_locks`).
+#[repr(transparent)]
 pub struct TwoStateLock {
     pub(crate) raw: RawLock,
 }
@@ -155,18 +158,18 @@ impl TwoStateLock {
     /// Takes one hold of `class`, judged top-level or nested by this thread's
     /// state, which is read only when the fast path fails.
     #[inline]
-    fn acquire(&self, class: Class) {
+    pub(crate) fn acquire(&self, class: Class) {
         if let Err(state) = self.raw.try_lock_fast(class) {
-            self.raw.lock_contended(state, class, fault::admission());
+            self.raw.lock_contended(state, class, thread::admission());
         }
     }
 
     /// As [`acquire`](Self::acquire), if the lock admits it now.
     #[inline]
-    fn try_acquire(&self, class: Class) -> bool {
+    pub(crate) fn try_acquire(&self, class: Class) -> bool {
         match self.raw.try_lock_fast(class) {
             Ok(()) => true,
-            Err(state) => self.raw.try_lock_from(state, class, fault::admission()),
+            Err(state) => self.raw.try_lock_from(state, class, thread::admission()),
         }
     }
 
@@ -183,12 +186,13 @@ impl TwoStateLock {
     pub fn state(&self) -> LockState {
         self.raw.snapshot()
     }
+}
 
-    /// This lock's place in the fault protocol's lock order (lower first).
-    #[inline]
-    pub(crate) fn order(&self) -> usize {
-        self as *const Self as usize
-    }
+/// The raw locks of a slice of locks.
+pub(crate) fn raw_locks(locks: &[TwoStateLock]) -> &[RawLock] {
+    // SAFETY: `TwoStateLock` is `repr(transparent)` over `RawLock`, so the
+    // two slices have the same layout; the borrow is carried over.
+    unsafe { std::slice::from_raw_parts(locks.as_ptr().cast::<RawLock>(), locks.len()) }
 }
 
 impl Default for TwoStateLock {

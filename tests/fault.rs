@@ -347,3 +347,341 @@ fn progress_under_an_adversarial_mix() {
     );
     assert!(writes > 0);
 }
+
+// ---------------------------------------------------------------------------
+// The total protocol, `fault_in` (SPEC §8): one test per row of its table,
+// and what it promises beyond them. Every test counts the runs of `f`.
+
+/// Runs `f` under `fault_in` on `lock`, counting its runs in `runs`, and
+/// returns what `f` saw of `lock`: this thread holds `Add` on it.
+fn fault_in_counted(lock: &TwoStateLock, runs: &AtomicU64) -> two_state_lock::LockState {
+    lock.fault_in(|| {
+        runs.fetch_add(1, SeqCst);
+        lock.state()
+    })
+}
+
+#[test]
+fn fault_in_with_no_held_mapping_takes_add_runs_f_and_releases() {
+    let lock = TwoStateLock::new();
+    let runs = AtomicU64::new(0);
+    let seen = fault_in_counted(&lock, &runs);
+    assert_eq!((seen.class, seen.holders), (Class::Add, 1));
+    assert_eq!(runs.load(SeqCst), 1);
+    assert_eq!(lock.state().holders, 0);
+    // Blocking: it waits for another thread's Block to go.
+    watchdog("fault_in waits for Block", LIMIT, || {
+        let lock = Arc::new(TwoStateLock::new());
+        let truncate = Holder::spawn(&lock, Class::Block);
+        let released = AtomicBool::new(false);
+        let runs = AtomicU64::new(0);
+        thread::scope(|s| {
+            s.spawn(|| {
+                thread::sleep(Duration::from_millis(30));
+                released.store(true, SeqCst);
+                truncate.release();
+            });
+            let seen = fault_in_counted(&lock, &runs);
+            assert!(released.load(SeqCst), "f ran while Block held");
+            assert_eq!(seen.class, Class::Add);
+        });
+        assert_eq!(runs.load(SeqCst), 1);
+    });
+}
+
+#[test]
+fn fault_in_with_held_mappings_all_before_waits_in_lock_order() {
+    watchdog("in-order fault_in", LIMIT, || {
+        let (low, high) = ordered_pair();
+        let truncate = Holder::spawn(&high, Class::Block);
+        let dio = low.lock(Class::Block);
+        let runs = AtomicU64::new(0);
+        let released = AtomicBool::new(false);
+        let r = thread::scope(|s| {
+            s.spawn(|| {
+                thread::sleep(Duration::from_millis(30));
+                released.store(true, SeqCst);
+                truncate.release();
+            });
+            dio.faults_disabled(|| {
+                let seen = fault_in_counted(&high, &runs);
+                // The held mapping stayed held: nobody else adds to `low`.
+                (seen.class, low.state().holders)
+            })
+        });
+        assert!(released.load(SeqCst));
+        assert_eq!(r.value, (Class::Add, 1));
+        assert!(!r.locks_dropped, "in lock order: no cycle");
+        assert_eq!(runs.load(SeqCst), 1);
+    });
+}
+
+#[test]
+fn fault_in_with_a_held_mapping_after_tries_first() {
+    let (low, high) = ordered_pair();
+    let dio = high.lock(Class::Block);
+    let runs = AtomicU64::new(0);
+    let r = dio.faults_disabled(|| (fault_in_counted(&low, &runs), high.state()));
+    let (seen, held) = r.value;
+    assert_eq!((seen.class, seen.holders), (Class::Add, 1));
+    assert_eq!((held.class, held.holders), (Class::Block, 1), "not cycled");
+    assert!(!r.locks_dropped);
+    assert_eq!(runs.load(SeqCst), 1);
+}
+
+#[test]
+fn fault_in_cycles_a_held_mapping_after_when_try_lock_fails() {
+    watchdog("fault_in cycle", LIMIT, || {
+        let (low, high) = ordered_pair();
+        let truncate = Holder::spawn(&low, Class::Block);
+        let runs = Arc::new(AtomicU64::new(0));
+        let (l, h, n) = (low.clone(), high.clone(), runs.clone());
+        let writer = thread::spawn(move || {
+            let dio = h.lock(Class::Block);
+            let r = dio.faults_disabled(|| {
+                let seen = fault_in_counted(&l, &n);
+                (seen, h.state())
+            });
+            (r, h.state())
+        });
+        // While the writer waits for Add on `low`, its Block on `high` is down.
+        wait_until("the writer cycles", LIMIT, || low.state().add_waiters > 0);
+        assert_eq!(high.state().holders, 0);
+        drop(
+            high.try_lock(Class::Add)
+                .expect("the held mapping is released"),
+        );
+        truncate.release();
+        let (r, after) = writer.join().unwrap();
+        let (seen, during) = r.value;
+        assert_eq!((seen.class, seen.holders), (Class::Add, 1));
+        assert_eq!(
+            (during.class, during.holders),
+            (Class::Block, 1),
+            "re-taken before fault_in returns"
+        );
+        assert!(r.locks_dropped);
+        assert_eq!((after.class, after.holders), (Class::Block, 1));
+        assert_eq!(runs.load(SeqCst), 1);
+    });
+}
+
+#[test]
+fn fault_in_on_the_held_mapping_itself_completes() {
+    // generic/729: a direct write of a mapped page onto itself.
+    let lock = TwoStateLock::new();
+    let dio = lock.lock(Class::Block);
+    let runs = AtomicU64::new(0);
+    let r = dio.faults_disabled(|| (fault_in_counted(&lock, &runs), lock.state()));
+    let (seen, after) = r.value;
+    assert_eq!(
+        (seen.class, seen.holders),
+        (Class::Add, 1),
+        "f runs holding Add, our Block released"
+    );
+    assert_eq!((after.class, after.holders), (Class::Block, 1));
+    assert!(r.locks_dropped);
+    assert_eq!(runs.load(SeqCst), 1);
+    // From an ArcGuard's scope too.
+    drop(dio);
+    let lock = Arc::new(TwoStateLock::new());
+    let aio = lock.lock_arc(Class::Block);
+    let r = aio.faults_disabled(|| fault_in_counted(&lock, &runs));
+    assert_eq!(r.value.class, Class::Add);
+    assert!(r.locks_dropped);
+    assert_eq!(lock.state().class, Class::Block);
+    assert_eq!(runs.load(SeqCst), 2);
+}
+
+#[test]
+fn fault_in_on_a_held_mapping_holding_add_runs_f_without_cycling() {
+    let lock = TwoStateLock::new();
+    let write = lock.lock(Class::Add); // a buffered write, faulting its source
+    let runs = AtomicU64::new(0);
+    let r = write.faults_disabled(|| fault_in_counted(&lock, &runs));
+    assert_eq!((r.value.class, r.value.holders), (Class::Add, 1));
+    assert!(!r.locks_dropped);
+    assert_eq!(runs.load(SeqCst), 1);
+}
+
+#[test]
+fn fault_in_cycles_every_held_mapping_at_or_after_the_lock_and_keeps_the_rest() {
+    watchdog("nested fault_in", LIMIT, || {
+        let [l0, l1, l2] = ordered_three();
+        // Scopes on l0 (outer) and l2 (inner); the fault is on l1, held in
+        // Block by another thread so that try_lock fails.
+        let truncate = Holder::spawn(&l1, Class::Block);
+        let (a, b, c) = (l0.clone(), l1.clone(), l2.clone());
+        let writer = thread::spawn(move || {
+            let low = a.lock(Class::Block);
+            let high = c.lock(Class::Block);
+            low.faults_disabled(|| {
+                high.faults_disabled(|| b.fault_in(|| (a.state().holders, c.state().holders)))
+            })
+        });
+        wait_until("the writer cycles", LIMIT, || l1.state().add_waiters > 0);
+        assert_eq!(
+            l2.state().holders,
+            0,
+            "the hold after the fault is released"
+        );
+        assert_eq!(l0.state().holders, 1, "the hold before it is kept");
+        truncate.release();
+        let outer = writer.join().unwrap();
+        assert!(!outer.locks_dropped && outer.value.locks_dropped);
+        assert_eq!(outer.value.value, (1, 0), "f ran with l0 held and l2 down");
+        // Now with the faulting lock itself held by the inner scope and a
+        // higher one by the outer: both are cycled, re-taken in order.
+        let outer_dio = l2.lock(Class::Block);
+        let inner_dio = l1.lock(Class::Block);
+        let r = outer_dio.faults_disabled(|| {
+            inner_dio.faults_disabled(|| l1.fault_in(|| (l1.state(), l2.state().holders)))
+        });
+        assert!(r.locks_dropped && r.value.locks_dropped);
+        let (during, l2_during) = r.value.value;
+        assert_eq!(
+            (during.class, during.holders, l2_during),
+            (Class::Add, 1, 0)
+        );
+        assert_eq!(l1.state().class, Class::Block);
+        assert_eq!(l2.state().class, Class::Block);
+    });
+}
+
+#[test]
+fn fault_in_never_cycles_holds_outside_a_scope() {
+    let (low, high) = ordered_pair();
+    let unscoped = high.lock(Class::Block);
+    let runs = AtomicU64::new(0);
+    // No scope: a plain blocking Add on the free lower lock; `high` stays held.
+    let seen = low.fault_in(|| {
+        runs.fetch_add(1, SeqCst);
+        (low.state().class, high.state().holders)
+    });
+    assert_eq!(seen, (Class::Add, 1));
+    drop(unscoped);
+    assert_eq!(runs.load(SeqCst), 1);
+}
+
+#[test]
+fn a_panic_inside_fault_in_leaves_every_hold_owned_by_its_guard() {
+    let (low, high) = ordered_pair();
+    let dio = high.lock(Class::Block);
+    let blocker = Holder::spawn(&low, Class::Block);
+    let released = Arc::new(AtomicBool::new(false));
+    // Cycles (try_lock fails on `low` until the blocker goes), then panics.
+    let (r2, l2) = (released.clone(), blocker);
+    let freer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(20));
+        r2.store(true, SeqCst);
+        l2.release();
+    });
+    let caught = dio.faults_disabled(|| {
+        let r = catch_unwind(AssertUnwindSafe(|| low.fault_in(|| panic!("inside f"))));
+        assert!(r.is_err());
+        // The unwind released the fault's Add and re-took our Block before
+        // it left fault_in: code that caught it runs holding the lock.
+        (high.state(), low.state().holders)
+    });
+    freer.join().unwrap();
+    assert!(released.load(SeqCst));
+    assert!(caught.locks_dropped);
+    let (high_state, low_holders) = caught.value;
+    assert_eq!((high_state.class, high_state.holders), (Class::Block, 1));
+    assert_eq!(low_holders, 0);
+    // Same-mapping: the panic also leaves the hold re-taken.
+    let r = dio.faults_disabled(|| {
+        catch_unwind(AssertUnwindSafe(|| high.fault_in(|| panic!("inside f")))).is_err()
+    });
+    assert!(r.value && r.locks_dropped);
+    assert_eq!(high.state().class, Class::Block);
+    drop(dio);
+    assert_eq!(high.state().holders, 0);
+    assert!(low.try_lock(Class::Block).is_some(), "nothing left behind");
+}
+
+/// A direct write of `pages` pages holding `Block` on `file`, pinning one
+/// page per `fault_in` call from a buffer mapped from `buffer`, each in its
+/// own scope so the cycles can be counted. Returns the cycles.
+fn pin_with_fault_in(file: &TwoStateLock, buffer: &TwoStateLock, pages: u64) -> u64 {
+    let dio = file.lock(Class::Block);
+    let mut cycles = 0;
+    for page in 0..pages {
+        let pinned = dio.faults_disabled(|| buffer.fault_in(|| page));
+        assert_eq!(pinned.value, page);
+        cycles += u64::from(pinned.locks_dropped);
+    }
+    assert_eq!(
+        file.state().class,
+        Class::Block,
+        "held when the I/O is issued"
+    );
+    cycles
+}
+
+#[test]
+fn an_n_page_pin_loop_cycles_at_most_n_times_under_a_returning_blocker() {
+    const PAGES: u64 = 8;
+    let (max, writes) = watchdog("bounded cycles", LIMIT, || {
+        let (low, high) = ordered_pair();
+        let stop = Arc::new(AtomicBool::new(false));
+        // Blockers that keep coming back to the source's lock (and to the
+        // written file's), so the faults keep failing their try_lock.
+        let blockers: Vec<_> = [&low, &low, &high]
+            .into_iter()
+            .map(|lock| {
+                let (lock, stop) = (Arc::clone(lock), stop.clone());
+                thread::spawn(move || {
+                    while !stop.load(SeqCst) {
+                        let _g = lock.lock(Class::Block);
+                        thread::sleep(Duration::from_micros(30));
+                    }
+                })
+            })
+            .collect();
+        let (mut max, mut writes) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && writes < 2000 {
+            // Sources mapped from the other file, and from the same file.
+            max = max.max(pin_with_fault_in(&high, &low, PAGES));
+            max = max.max(pin_with_fault_in(&high, &high, PAGES));
+            writes += 2;
+        }
+        stop.store(true, SeqCst);
+        blockers.into_iter().for_each(|t| t.join().unwrap());
+        (max, writes)
+    });
+    println!("{writes} direct writes of {PAGES} pages, at most {max} cycles in one");
+    assert!(writes > 0);
+    assert!(max <= PAGES, "{max} cycles for {PAGES} pages");
+}
+
+/// SPEC §8's D1/D2: D1 holds `Block` on X and Y (X < Y) and faults on X; D2
+/// holds `Block` on X and faults in order on Y. A cycle that released only X
+/// would deadlock (D1 waits for D2's X, D2 for D1's Y).
+#[test]
+fn fault_in_releases_every_held_mapping_at_or_after_the_fault() {
+    watchdog("D1/D2", LIMIT, || {
+        for _ in 0..200 {
+            let (x, y) = ordered_pair();
+            let go = Arc::new(Barrier::new(2));
+            let (x1, y1, g1) = (x.clone(), y.clone(), go.clone());
+            let d1 = thread::spawn(move || {
+                let hx = x1.lock(Class::Block);
+                let hy = y1.lock(Class::Block);
+                g1.wait();
+                hx.faults_disabled(|| hy.faults_disabled(|| x1.fault_in(|| ())))
+                    .value
+                    .locks_dropped
+            });
+            let (x2, y2) = (x.clone(), y.clone());
+            let d2 = thread::spawn(move || {
+                go.wait();
+                let hx = x2.lock(Class::Block);
+                hx.faults_disabled(|| y2.fault_in(|| ())).locks_dropped
+            });
+            assert!(d1.join().unwrap(), "D1 cycles its own X");
+            assert!(!d2.join().unwrap(), "D2 faults in lock order");
+        }
+    });
+}

@@ -1,0 +1,349 @@
+//! This thread's state: how many holds it has, and its held mappings (the
+//! locks of the active `faults_disabled` scopes). The count decides whether
+//! an acquisition is top-level or nested; the held mappings are what a fault
+//! cycle may release and must re-take.
+//!
+//! The scopes form a linked list through the stack frames of the active
+//! `faults_disabled` calls, innermost first, so nesting costs no allocation.
+//! This module knows locks only as `RawLock`s, ordered by address.
+
+use std::cell::Cell;
+use std::ptr;
+
+use crate::raw::{Admission, Class, RawLock};
+use crate::sync::thread_local_const;
+
+struct ThreadState {
+    /// Holds that make this thread's acquisitions nested: every lock held
+    /// through a `Guard` or `RangeGuard` of this thread, and the hold of each
+    /// active `ArcGuard` scope; less what a fault cycle has released.
+    held: Cell<usize>,
+    /// The innermost active scope, or null. (Lifetime erased: see
+    /// `scopes`.)
+    innermost: Cell<*const Scope<'static>>,
+    /// While fault cycles run on this thread: the order of the innermost
+    /// cycle's lock. Every scoped hold at or after it is released.
+    /// `usize::MAX` when no cycle runs.
+    cycle_floor: Cell<usize>,
+}
+
+thread_local_const! {
+    static THREAD: ThreadState = ThreadState {
+        held: Cell::new(0),
+        innermost: Cell::new(ptr::null()),
+        cycle_floor: Cell::new(usize::MAX),
+    };
+}
+
+/// A lock's place in the fault protocol's order: its address, lower first.
+/// (A lock cannot move while a guard borrows it.)
+#[inline]
+pub(crate) fn order(lock: &RawLock) -> usize {
+    lock as *const RawLock as usize
+}
+
+/// Top-level for a thread that holds nothing; else nested.
+#[inline]
+pub(crate) fn admission() -> Admission {
+    THREAD.with(|t| {
+        if t.held.get() == 0 {
+            Admission::TopLevel
+        } else {
+            Admission::Nested
+        }
+    })
+}
+
+/// This thread now holds one more lock.
+#[inline]
+pub(crate) fn hold_taken() {
+    THREAD.with(|t| t.held.set(t.held.get() + 1));
+}
+
+/// This thread released `n` of its holds.
+#[inline]
+pub(crate) fn holds_released(n: usize) {
+    THREAD.with(|t| t.held.set(t.held.get() - n));
+}
+
+/// The locks of one guard, in ascending address order: `base[runs[0]]`,
+/// then `base[runs[1]]` (a table range that wraps around is two runs).
+#[derive(Clone, Copy)]
+pub(crate) struct LockSet<'a> {
+    base: &'a [RawLock],
+    runs: [(u32, u32); 2],
+}
+
+impl<'a> LockSet<'a> {
+    /// One lock.
+    pub(crate) fn one(lock: &'a RawLock) -> Self {
+        LockSet {
+            base: std::slice::from_ref(lock),
+            runs: [(0, 1), (0, 0)],
+        }
+    }
+
+    /// `base[runs[0].0..runs[0].1]` then `base[runs[1].0..runs[1].1]`: the
+    /// first run ends before the second begins.
+    pub(crate) fn runs(base: &'a [RawLock], runs: [(u32, u32); 2]) -> Self {
+        debug_assert!(runs[0].0 <= runs[0].1 && runs[1].0 <= runs[1].1);
+        debug_assert!(runs[1].0 == runs[1].1 || runs[0].1 <= runs[1].0);
+        debug_assert!(runs[0].1.max(runs[1].1) as usize <= base.len());
+        LockSet { base, runs }
+    }
+
+    /// How many locks.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        (self.runs[0].1 - self.runs[0].0 + self.runs[1].1 - self.runs[1].0) as usize
+    }
+
+    /// The lock at `position` in address order.
+    #[inline]
+    pub(crate) fn get(&self, position: usize) -> &'a RawLock {
+        let first = (self.runs[0].1 - self.runs[0].0) as usize;
+        let index = if position < first {
+            self.runs[0].0 as usize + position
+        } else {
+            self.runs[1].0 as usize + position - first
+        };
+        &self.base[index]
+    }
+
+    /// The position of the first lock at or after `order` (`len()` if none).
+    fn first_at_or_after(&self, order: usize) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self::order(self.get(mid)) < order {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Releases positions `from..to`, highest first.
+    pub(crate) fn unlock(&self, class: Class, from: usize, to: usize) {
+        for position in (from..to).rev() {
+            self.get(position).unlock(class);
+        }
+    }
+}
+
+/// The result of a [`faults_disabled`](crate::Guard::faults_disabled) scope.
+///
+/// ```
+/// use two_state_lock::{Class, Scoped, TwoStateLock};
+/// let lock = TwoStateLock::new();
+/// let g = lock.lock(Class::Block);
+/// let Scoped { value, locks_dropped } = g.faults_disabled(|| 42);
+/// assert_eq!((value, locks_dropped), (42, false));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "if `locks_dropped` is true, the caller's invalidation may be stale"]
+pub struct Scoped<R> {
+    /// What the closure returned.
+    pub value: R,
+    /// The scope's hold was released and re-taken while the closure ran (a
+    /// fault cycled it): pages may have been added to the mapping meanwhile.
+    pub locks_dropped: bool,
+}
+
+/// One active `faults_disabled` scope, on the stack frame of its call.
+struct Scope<'a> {
+    locks: LockSet<'a>,
+    class: Class,
+    /// The holds are counted in `held` by their guard (`Guard`,
+    /// `RangeGuard`); an `ArcGuard`'s are counted by its scope.
+    counted_by_guard: bool,
+    /// The guard the holds belong to, to refuse two scopes for one guard.
+    owner: *const (),
+    outer: *const Scope<'static>,
+    /// Positions `released..` are released by fault cycles in progress
+    /// (always a suffix: a cycle releases everything at or after its lock).
+    released: Cell<usize>,
+    /// Released and re-taken at least once: reported as `locks_dropped`.
+    dropped: Cell<bool>,
+}
+
+/// The active scopes, innermost first.
+///
+/// The lifetimes are erased: a scope and what it borrows live as long as its
+/// `with_scope` call, so callers use the references only while they run.
+fn scopes(t: &ThreadState) -> impl Iterator<Item = &Scope<'static>> {
+    let mut next = t.innermost.get();
+    std::iter::from_fn(move || {
+        // SAFETY: every pointer in the list is to a `Scope` on the stack
+        // frame of an active `with_scope` call on this thread, which unlinks
+        // it before the frame is left, by return or by unwind.
+        let scope = unsafe { next.as_ref() }?;
+        next = scope.outer;
+        Some(scope)
+    })
+}
+
+/// Runs `f` with `locks`, held in `class` by the guard at `owner`, as this
+/// thread's innermost held mappings.
+///
+/// Panics if that guard already has an active scope on this thread.
+pub(crate) fn with_scope<R>(
+    locks: LockSet<'_>,
+    class: Class,
+    counted_by_guard: bool,
+    owner: *const (),
+    f: impl FnOnce() -> R,
+) -> Scoped<R> {
+    THREAD.with(|t| {
+        if scopes(t).any(|s| s.owner == owner) {
+            panic!("two-state-lock: faults_disabled on a guard whose scope is already active");
+        }
+        let scope = Scope {
+            locks,
+            class,
+            counted_by_guard,
+            owner,
+            outer: t.innermost.get(),
+            released: Cell::new(locks.len()),
+            dropped: Cell::new(false),
+        };
+        /// Unlinks the scope when `f` returns or unwinds.
+        struct Unlink<'t, 's> {
+            t: &'t ThreadState,
+            scope: &'s Scope<'s>,
+        }
+        impl Drop for Unlink<'_, '_> {
+            fn drop(&mut self) {
+                // Any cycle inside `f` re-took its holds before it returned.
+                debug_assert_eq!(self.scope.released.get(), self.scope.locks.len());
+                self.t.innermost.set(self.scope.outer);
+                if !self.scope.counted_by_guard {
+                    self.t.held.set(self.t.held.get() - self.scope.locks.len());
+                }
+            }
+        }
+        // Lifetime erased: the scope is unlinked before this frame is left.
+        t.innermost.set((&raw const scope).cast::<Scope<'static>>());
+        if !counted_by_guard {
+            t.held.set(t.held.get() + locks.len());
+        }
+        let unlink = Unlink { t, scope: &scope };
+        let value = f();
+        drop(unlink);
+        Scoped {
+            value,
+            locks_dropped: scope.dropped.get(),
+        }
+    })
+}
+
+/// What this thread's held mappings (the holds of active scopes that no
+/// cycle has released) are, against one lock `L`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeldMappings {
+    /// `L` itself is a held mapping, in this class.
+    pub(crate) holds_it: Option<Class>,
+    /// Some held mapping is `L` or orders after it.
+    pub(crate) any_at_or_after: bool,
+}
+
+/// This thread's held mappings against `lock`.
+pub(crate) fn held_mappings(lock: &RawLock) -> HeldMappings {
+    let me = order(lock);
+    THREAD.with(|t| {
+        let mut held = HeldMappings {
+            holds_it: None,
+            any_at_or_after: false,
+        };
+        for s in scopes(t) {
+            let live = s.released.get();
+            if live > 0 && order(s.locks.get(live - 1)) >= me {
+                held.any_at_or_after = true;
+                let p = s.locks.first_at_or_after(me);
+                if p < live && order(s.locks.get(p)) == me {
+                    held.holds_it = held.holds_it.or(Some(s.class));
+                }
+            }
+        }
+        held
+    })
+}
+
+/// The fault cycle: releases every held mapping at or after `lock` (each
+/// scope's highest first, innermost scope first) and marks their scopes
+/// `locks_dropped`, runs `wait` (which takes what it needs of `lock` and
+/// releases it), then re-takes exactly the released holds in address order,
+/// judged by what the thread holds then. The re-take also runs when `wait`
+/// unwinds, before the unwind leaves this function: a guard must own its
+/// hold whenever user code runs.
+pub(crate) fn cycle<R>(lock: &RawLock, wait: impl FnOnce() -> R) -> R {
+    let floor = order(lock);
+    THREAD.with(|t| {
+        let outer_floor = t.cycle_floor.get();
+        debug_assert!(
+            floor < outer_floor,
+            "held mappings at or after an outer cycle's lock are already released"
+        );
+        for s in scopes(t) {
+            let live = s.released.get();
+            let from = s.locks.first_at_or_after(floor);
+            if from < live {
+                s.locks.unlock(s.class, from, live);
+                t.held.set(t.held.get() - (live - from));
+                s.released.set(from);
+                s.dropped.set(true);
+            }
+        }
+        t.cycle_floor.set(floor);
+        /// Re-takes the holds this cycle released when dropped.
+        struct Retake<'t> {
+            t: &'t ThreadState,
+            outer_floor: usize,
+        }
+        impl Drop for Retake<'_> {
+            fn drop(&mut self) {
+                // A panic here would leave a guard that releases a hold it
+                // does not own: abort instead.
+                let bomb = AbortOnUnwind;
+                retake_below(self.t, self.outer_floor);
+                self.t.cycle_floor.set(self.outer_floor);
+                std::mem::forget(bomb);
+            }
+        }
+        let _retake = Retake { t, outer_floor };
+        wait()
+    })
+}
+
+/// Re-takes, lowest first, every released scoped hold that orders before
+/// `limit` (those at or after it belong to an outer cycle still running).
+fn retake_below(t: &ThreadState, limit: usize) {
+    loop {
+        let lowest = scopes(t)
+            .filter(|s| s.released.get() < s.locks.len())
+            .map(|s| (order(s.locks.get(s.released.get())), s))
+            .filter(|&(o, _)| o < limit)
+            .min_by_key(|&(o, _)| o);
+        let Some((_, s)) = lowest else { return };
+        let position = s.released.get();
+        s.locks.get(position).lock(s.class, admission());
+        t.held.set(t.held.get() + 1);
+        s.released.set(position + 1);
+    }
+}
+
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        eprintln!("two-state-lock: panic while re-taking a hold after a fault cycle; aborting");
+        std::process::abort();
+    }
+}
+
+/// This thread's hold count and the number of active scopes, for tests.
+#[cfg(all(test, not(loom)))]
+pub(crate) fn counts_for_test() -> (usize, usize) {
+    THREAD.with(|t| (t.held.get(), scopes(t).count()))
+}

@@ -1,10 +1,12 @@
 //! Multi-threaded: the input becomes per-thread scripts (classes, nesting,
-//! try vs blocking, fault-protocol direct writes, hold times) run at once on
-//! three shared locks. Shadow counters assert exclusion; a watchdog aborts
-//! with the scripts if they do not finish. Scripts contain only what the
-//! contract promises cannot deadlock: nested acquisitions in lock order (or
-//! the same lock and class again), and out-of-order holds only through the
-//! fault protocol.
+//! try vs blocking, fault-protocol direct writes with `lock_fault` and with
+//! `fault_in`, range acquisitions over a 3-lock `LockTable`, where stripes
+//! collide all the time, hold times) run at once on three shared locks and
+//! the table. Shadow counters (one per lock, the table's included) assert
+//! exclusion; a watchdog aborts with the scripts if they do not finish.
+//! Scripts contain only what the contract promises cannot deadlock: nested
+//! acquisitions in lock order (or the same lock and class again), one range
+//! at a time, and out-of-order holds only through the fault protocol.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -12,10 +14,11 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::Duration;
-use two_state_lock::{Class, FaultError, TwoStateLock};
+use two_state_lock::{Class, FaultError, LockTable, TwoStateLock};
 use two_state_lock_fuzz::C;
 
 const LOCKS: usize = 3;
+const TABLE: usize = 3;
 
 #[derive(Arbitrary, Debug)]
 enum Step {
@@ -48,6 +51,31 @@ enum Step {
         buffer: u8,
         pages: u8,
     },
+    /// A direct write pinning with `fault_in`: the buffer may be mapped from
+    /// the written file.
+    DirectWriteFaultIn {
+        file: u8,
+        buffer: u8,
+        pages: u8,
+    },
+    Range {
+        object: u8,
+        start: u8,
+        len: u8,
+        class: C,
+        try_only: bool,
+        work: u8,
+    },
+    /// A direct write under a `Block` range, pinning stripes of another (or
+    /// the same) object with the table's `fault_in`.
+    RangeDirectWrite {
+        object: u8,
+        start: u8,
+        len: u8,
+        buffer_object: u8,
+        buffer_stripe: u8,
+        pages: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -74,6 +102,17 @@ struct World {
     /// Sorted by address: index order is lock order.
     locks: Vec<Arc<TwoStateLock>>,
     shadows: Vec<Shadow>,
+    table: LockTable,
+    /// One per lock of the table.
+    table_shadows: Vec<Shadow>,
+}
+
+impl World {
+    /// Runs `f` as a fault's work on table lock `index`: `Add`, checked.
+    fn table_add(&self, index: usize) {
+        self.table_shadows[index].enter(Class::Add);
+        self.table_shadows[index].leave(Class::Add);
+    }
 }
 
 fn work(units: u8) {
@@ -182,6 +221,96 @@ fn run_step(w: &World, step: &Step) {
             };
             assert_eq!(r, expected);
         }
+        Step::DirectWriteFaultIn {
+            file,
+            buffer,
+            pages,
+        } => {
+            let (f, b) = (idx(file), idx(buffer));
+            let dio = w.locks[f].lock(Class::Block);
+            w.shadows[f].enter(Class::Block);
+            let pages = pages % 4 + 1;
+            let mut cycles = 0;
+            for page in 0..pages {
+                let pinned = dio.faults_disabled(|| {
+                    // The cycle may release our hold while f runs.
+                    w.shadows[f].leave(Class::Block);
+                    let got = w.locks[b].fault_in(|| {
+                        w.shadows[b].enter(Class::Add);
+                        w.shadows[b].leave(Class::Add);
+                        page
+                    });
+                    w.shadows[f].enter(Class::Block);
+                    got
+                });
+                assert_eq!(pinned.value, page, "fault_in returns f's value");
+                cycles += u8::from(pinned.locks_dropped);
+            }
+            assert!(cycles <= pages);
+            if f == b {
+                assert_eq!(cycles, pages, "a same-mapping fault always cycles");
+            }
+            w.shadows[f].leave(Class::Block);
+        }
+        Step::Range {
+            object,
+            start,
+            len,
+            class,
+            try_only,
+            work: units,
+        } => {
+            let class: Class = class.into();
+            let stripes = start as u64..start as u64 + len as u64 % 5 + 1;
+            let g = if try_only {
+                match w.table.try_lock_range(object as u64 % 4, stripes, class) {
+                    Some(g) => g,
+                    None => return,
+                }
+            } else {
+                w.table.lock_range(object as u64 % 4, stripes, class)
+            };
+            let held: Vec<usize> = g.lock_indices().collect();
+            held.iter().for_each(|&i| w.table_shadows[i].enter(class));
+            work(units);
+            held.iter().for_each(|&i| w.table_shadows[i].leave(class));
+        }
+        Step::RangeDirectWrite {
+            object,
+            start,
+            len,
+            buffer_object,
+            buffer_stripe,
+            pages,
+        } => {
+            let stripes = start as u64..start as u64 + len as u64 % 5 + 1;
+            let dio = w.table.lock_range(object as u64 % 4, stripes, Class::Block);
+            let held: Vec<usize> = dio.lock_indices().collect();
+            let enter = || {
+                held.iter()
+                    .for_each(|&i| w.table_shadows[i].enter(Class::Block))
+            };
+            let leave = || {
+                held.iter()
+                    .for_each(|&i| w.table_shadows[i].leave(Class::Block))
+            };
+            enter();
+            for page in 0..pages % 4 + 1 {
+                let stripe = buffer_stripe as u64 + page as u64;
+                let target = w.table.lock_index(buffer_object as u64 % 4, stripe);
+                let pinned = dio.faults_disabled(|| {
+                    leave(); // the cycle may release some of our holds
+                    let got = w.table.fault_in(buffer_object as u64 % 4, stripe, || {
+                        w.table_add(target);
+                        stripe
+                    });
+                    enter();
+                    got
+                });
+                assert_eq!(pinned.value, stripe);
+            }
+            leave();
+        }
     }
 }
 
@@ -200,6 +329,8 @@ fuzz_target!(|scripts: Scripts| {
     let world = Arc::new(World {
         locks,
         shadows: (0..LOCKS).map(|_| Shadow::default()).collect(),
+        table: LockTable::new(TABLE),
+        table_shadows: (0..TABLE).map(|_| Shadow::default()).collect(),
     });
     let scripts = Arc::new(scripts);
     let start = Arc::new(Barrier::new(scripts.len()));
@@ -228,13 +359,14 @@ fuzz_target!(|scripts: Scripts| {
             for (i, l) in world.locks.iter().enumerate() {
                 eprintln!("lock {i}: {l:?}");
             }
+            eprintln!("{:?}", world.table);
             std::process::abort();
         }
     }
     // Joined, so that no thread outlives the input (LeakSanitizer checks).
     handles.into_iter().for_each(|h| h.join().unwrap());
-    for l in &world.locks {
-        let s = l.state();
+    let states = world.locks.iter().map(|l| l.state());
+    for s in states.chain((0..TABLE).map(|i| world.table.state(i))) {
         assert!(
             s.holders == 0 && s.add_waiters == 0 && s.block_waiters == 0,
             "{s:?}"

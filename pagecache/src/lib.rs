@@ -138,7 +138,8 @@ pub enum Source {
 /// Why an operation failed.
 #[derive(Debug)]
 pub enum OpError {
-    /// The source buffer is mapped from the file being written (`EFAULT`).
+    /// The source buffer is mapped from the file being written (`EFAULT`):
+    /// only with the seed's fault protocol ([`FaultProtocol::Seed`]).
     BadAddress,
     /// The file system said no.
     Io(io::Error),
@@ -207,6 +208,21 @@ pub struct Config {
     /// Extra latency added to every direct I/O, to model a slower device
     /// (0: the real device only).
     pub io_delay: Duration,
+    /// How `TwoState` pins a mapped source under its `Block` hold.
+    pub faults: FaultProtocol,
+}
+
+/// The fault protocol `TwoState` pins mapped sources with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultProtocol {
+    /// [`TwoStateLock::fault_in`], one page per call: every fault completes,
+    /// at most one cycle per page; one re-invalidation after the pinning if
+    /// any page cycled.
+    Total,
+    /// The seed's [`TwoStateLock::lock_fault`] with `retry_faults`: a
+    /// source mapped from the written file fails with
+    /// [`OpError::BadAddress`]; a cycle re-invalidates and retries.
+    Seed,
 }
 
 struct CachedPage {
@@ -598,22 +614,101 @@ impl Engine {
     }
 
     /// Faults in one page of a mapped source buffer and copies it out.
-    fn fault_in(&self, src: &Mapping, page: u64) -> io::Result<Box<Block>> {
+    fn fault_page(&self, src: &Mapping, page: u64) -> io::Result<Box<Block>> {
         let noted = self.noted(src, page);
         let data = self.get_page(src, page)?;
         self.check(src, page, &data, noted, false);
         Ok(data)
     }
 
+    /// Pins the source pages `sfirst..` into `bounce` under `guard`'s hold
+    /// with [`TwoStateLock::fault_in`], one page per call, each in its own
+    /// scope so that cycles are counted. Returns the cycles (at most one per
+    /// page).
+    fn pin_total(
+        &self,
+        guard: &two_state_lock::Guard<'_>,
+        src: &Mapping,
+        sfirst: u64,
+        bounce: &mut [Block],
+    ) -> io::Result<u64> {
+        let mut cycles = 0;
+        for (i, to) in bounce.iter_mut().enumerate() {
+            let q = sfirst + i as u64;
+            let pinned = guard.faults_disabled(|| {
+                src.two_state.fault_in(|| {
+                    to.0.copy_from_slice(&self.fault_page(src, q)?.0);
+                    io::Result::Ok(())
+                })
+            });
+            cycles += u64::from(pinned.locks_dropped);
+            pinned.value?;
+        }
+        Ok(cycles)
+    }
+
+    /// Pins as [`pin_total`](Self::pin_total) does, with the seed's
+    /// protocol: `lock_fault` and the `retry_faults` loop, which
+    /// re-invalidates `first..first + bounce.len()` of `m` after every cycle.
+    /// Returns the cycles, or [`OpError::BadAddress`] for a source mapped
+    /// from the written file.
+    fn pin_seed(
+        &self,
+        guard: &two_state_lock::Guard<'_>,
+        m: &Mapping,
+        first: u64,
+        src: &Mapping,
+        sfirst: u64,
+        bounce: &mut [Block],
+    ) -> Result<u64, OpError> {
+        let n = bounce.len() as u64;
+        let mut pinned = 0;
+        let mut cycles = 0;
+        let mut revalidate_err = None;
+        let pinning = guard.retry_faults(
+            || {
+                cycles += 1;
+                // Pages may have been added while our Block was down.
+                if let Err(e) = self.write_back(m, first, n, true) {
+                    revalidate_err.get_or_insert(e);
+                }
+            },
+            || {
+                while pinned < bounce.len() {
+                    let q = sfirst + pinned as u64;
+                    let fault = src.two_state.lock_fault()?;
+                    let copied = self.fault_page(src, q);
+                    drop(fault);
+                    match copied {
+                        Ok(page) => bounce[pinned].0.copy_from_slice(&page.0),
+                        Err(e) => return Ok(Err(e)),
+                    }
+                    pinned += 1;
+                }
+                Ok(Ok(()))
+            },
+        );
+        match pinning {
+            Err(FaultError::SameMapping) => return Err(OpError::BadAddress),
+            Err(FaultError::OrderingViolation) => unreachable!("retry_faults retries these"),
+            Ok(copied) => copied?,
+        }
+        match revalidate_err {
+            Some(e) => Err(e.into()),
+            None => Ok(cycles),
+        }
+    }
+
     /// A direct write of `n` pages at `first` with `version`, from `source`.
     /// The caller must be the only writer of those pages.
     ///
     /// `TwoState` pins the source under the held `Block` with the fault
-    /// protocol (a source mapped from the same file fails with
-    /// [`OpError::BadAddress`]; a cycle re-invalidates and retries). The
-    /// other variants copy the source before taking their lock: a fault
-    /// under the write side of a reader/writer lock would deadlock on a
-    /// source mapped from the same file.
+    /// protocol of [`Config::faults`]: with [`FaultProtocol::Total`] every
+    /// write completes, a source mapped from the written file included; with
+    /// [`FaultProtocol::Seed`] such a write fails with
+    /// [`OpError::BadAddress`]. The other variants copy the source before
+    /// taking their lock: a fault under the write side of a reader/writer
+    /// lock would deadlock on a source mapped from the same file.
     pub fn direct_write(
         &self,
         file: usize,
@@ -625,7 +720,7 @@ impl Engine {
         let m = self.mapping(file);
         let mut bounce = vec![Block([0; PAGE]); n as usize];
         let copy_from = |src: &Mapping, q: u64, to: &mut Block| -> io::Result<()> {
-            to.0.copy_from_slice(&self.fault_in(src, q)?.0);
+            to.0.copy_from_slice(&self.fault_page(src, q)?.0);
             Ok(())
         };
         // The variants without the fault protocol copy the source first.
@@ -659,44 +754,20 @@ impl Engine {
             ) = (&held, source)
             {
                 let src = self.mapping(sf);
-                let mut pinned = 0;
-                let mut cycles = 0;
-                let mut revalidate_err = None;
-                let pinning = guard.retry_faults(
-                    || {
-                        cycles += 1;
-                        // Pages may have been added while our Block was down.
-                        if let Err(e) = self.write_back(m, first, n, true) {
-                            revalidate_err.get_or_insert(e);
-                        }
-                    },
-                    || {
-                        while pinned < bounce.len() {
-                            let q = sfirst + pinned as u64;
-                            let fault = src.two_state.lock_fault()?;
-                            let copied = copy_from(src, q, &mut bounce[pinned]);
-                            drop(fault);
-                            if let Err(e) = copied {
-                                return Ok(Err(e));
-                            }
-                            pinned += 1;
-                        }
-                        Ok(Ok(()))
-                    },
-                );
+                let cycles = match self.cfg.faults {
+                    FaultProtocol::Total => self.pin_total(guard, src, sfirst, &mut bounce)?,
+                    FaultProtocol::Seed => {
+                        self.pin_seed(guard, m, first, src, sfirst, &mut bounce)?
+                    }
+                };
                 self.stats.cycles.fetch_add(cycles, Ordering::Relaxed);
                 self.stats
                     .max_cycles_per_write
                     .fetch_max(cycles, Ordering::Relaxed);
-                match pinning {
-                    Err(FaultError::SameMapping) => return Err(OpError::BadAddress),
-                    Err(FaultError::OrderingViolation) => {
-                        unreachable!("retry_faults retries these")
-                    }
-                    Ok(copied) => copied?,
-                }
-                if let Some(e) = revalidate_err {
-                    return Err(e.into());
+                if cycles > 0 && self.cfg.faults == FaultProtocol::Total {
+                    // Pages may have been added while our Block was down:
+                    // invalidate the range once more before the write.
+                    self.write_back(m, first, n, true)?;
                 }
             }
             for (i, b) in bounce.iter_mut().enumerate() {

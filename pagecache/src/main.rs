@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use pagecache::workload::{self, TempDir, Workload};
-use pagecache::{Config, Variant};
+use pagecache::{Config, FaultProtocol, Variant};
 
 const USAGE: &str = "\
 usage: pagecache [options]
@@ -28,6 +28,8 @@ options:
   --cross-pct N        percent of direct writes from a buffer mapped from another file (default 35)
   --same-pct N         percent of direct writes from a buffer mapped from the same file (default 5)
   --direct-only        writers do direct writes only (no buffered writes, direct reads, punches)
+  --fault-protocol P   how two-state pins mapped sources: total (fault_in, default) or
+                       seed (lock_fault + retry_faults: same-file sources fail with EFAULT)
   --dir PATH           where to create the files (default: the system temp directory)
   --quiet              no progress lines
   -h, --help           this text
@@ -40,6 +42,7 @@ fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
             pages: 256,
             read_window: Duration::from_micros(300),
             io_delay: Duration::ZERO,
+            faults: FaultProtocol::Total,
         },
         writers: 4,
         readers: 4,
@@ -61,7 +64,8 @@ fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
             w.direct_only = true;
             continue;
         }
-        const WITH_VALUE: [&str; 11] = [
+        const WITH_VALUE: [&str; 12] = [
+            "--fault-protocol",
             "--variants",
             "--seconds",
             "--files",
@@ -103,6 +107,13 @@ fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
             "--cross-pct" => w.cross_source_pct = number()?.min(100) as u8,
             "--same-pct" => w.same_source_pct = number()?.min(100) as u8,
             "--dir" => dir = PathBuf::from(value),
+            "--fault-protocol" => {
+                w.engine.faults = match value.as_str() {
+                    "total" => FaultProtocol::Total,
+                    "seed" => FaultProtocol::Seed,
+                    _ => return Err(format!("--fault-protocol: '{value}' is not total or seed")),
+                }
+            }
             _ => return Err(format!("unknown option '{flag}'")),
         }
     }
@@ -145,7 +156,7 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "{} files x {} pages, {} direct writers{}, {} buffered readers, {:?} per variant, read window {:?}, extra I/O delay {:?}, in {}",
+        "{} files x {} pages, {} direct writers{}, {} buffered readers, {:?} per variant, read window {:?}, extra I/O delay {:?}, {:?} fault protocol, in {}",
         w.engine.files,
         w.engine.pages,
         w.writers,
@@ -158,6 +169,7 @@ fn main() -> ExitCode {
         w.duration,
         w.engine.read_window,
         w.engine.io_delay,
+        w.engine.faults,
         tmp.path().display()
     );
     let mut reports = Vec::new();

@@ -57,7 +57,8 @@ pub struct Report {
     pub stale_reads: u64,
     /// Pages a direct read saw torn by a write of that page in flight.
     pub torn_direct_reads: u64,
-    /// Direct writes refused with a bad address (source mapped from the same file).
+    /// Direct writes refused with a bad address (source mapped from the same
+    /// file; only with the seed's fault protocol).
     pub bad_address: u64,
     /// Fault cycles (ordering violations, each followed by a retry).
     pub cycles: u64,

@@ -87,7 +87,29 @@ fn all<S: Subject>(c: &mut Criterion) {
     same_class::<S>(c);
 }
 
+/// One stripe of a `LockTable` against the plain lock it replaces.
+fn range_uncontended(c: &mut Criterion) {
+    let mut g = c.benchmark_group("uncontended, one stripe of a LockTable vs TwoStateLock::lock");
+    let table = two_state_lock::LockTable::new(1024);
+    let lock = TwoStateLock::new();
+    for (class, label) in CLASSES {
+        g.bench_function(BenchmarkId::new("TwoStateLock::lock", label), |b| {
+            b.iter(|| drop(black_box(&lock).lock(black_box(class))))
+        });
+        let mut stripe = 0u64;
+        g.bench_function(BenchmarkId::new("LockTable::lock_range", label), |b| {
+            b.iter(|| {
+                stripe = stripe.wrapping_add(1);
+                let s = black_box(stripe);
+                drop(black_box(&table).lock_range(black_box(7), s..s + 1, black_box(class)))
+            })
+        });
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    range_uncontended(c);
     all::<TwoStateLock>(c);
     all::<StdRwLock>(c);
     all::<ParkingLotRwLock>(c);

@@ -1,8 +1,10 @@
 //! The scenario runner: `cargo bench --bench scenarios` prints markdown tables
-//! (and writes `docs/fairness.svg`); `-- --smoke` runs each scenario briefly.
+//! (and writes `docs/fairness.svg`); `-- --smoke` runs each scenario briefly;
+//! naming sections (`-- mixed ranges`) runs only those.
 //!
 //! Scenarios: direct-I/O concurrency, fairness in both directions, mixed
-//! throughput at several Add:Block ratios, and lock sizes, for
+//! throughput at several Add:Block ratios, lock sizes, and range locking
+//! with a `LockTable` against a lock per object, for
 //! `TwoStateLock`, `std::sync::RwLock`, `parking_lot::RwLock` and the
 //! reference algorithm. A reader/writer lock's read side stands for `Add`,
 //! its write side for `Block`.
@@ -333,6 +335,133 @@ fn print_mixed(s: &Settings) {
     println!();
 }
 
+// ------------------------------------------------------------------- ranges
+
+const RANGE_HOLD: Duration = Duration::from_micros(200);
+const RANGE_THREADS: [usize; 3] = [1, 2, 4];
+/// Locks in the table under test (16 KiB).
+const TABLE_LOCKS: usize = 1024;
+
+/// How one object (a file) is locked for a range of its stripes.
+trait RangeLocking: Send + Sync + 'static {
+    const NAME: &'static str;
+    fn create() -> Self;
+    fn with(&self, stripes: std::ops::Range<u64>, class: Class, f: impl FnOnce());
+}
+
+impl RangeLocking for two_state_lock::LockTable {
+    const NAME: &'static str = "LockTable (1024 locks)";
+    fn create() -> Self {
+        two_state_lock::LockTable::new(TABLE_LOCKS)
+    }
+    fn with(&self, stripes: std::ops::Range<u64>, class: Class, f: impl FnOnce()) {
+        let _g = self.lock_range(7, stripes, class);
+        f()
+    }
+}
+
+impl RangeLocking for TwoStateLock {
+    const NAME: &'static str = "one TwoStateLock per object";
+    fn create() -> Self {
+        TwoStateLock::new()
+    }
+    fn with(&self, _: std::ops::Range<u64>, class: Class, f: impl FnOnce()) {
+        Subject::with(self, class, f)
+    }
+}
+
+impl RangeLocking for StdRwLock {
+    const NAME: &'static str = "one std RwLock per object";
+    fn create() -> Self {
+        StdRwLock::default()
+    }
+    fn with(&self, _: std::ops::Range<u64>, class: Class, f: impl FnOnce()) {
+        Subject::with(self, class, f)
+    }
+}
+
+/// `n` threads take `Block` on ranges of 1-4 stripes inside their own
+/// 8-stripe region of one object (direct writes), and `n` threads take
+/// `Add` on 1-4 stripes from 1000 on (buffered reads adding pages); each
+/// holds for `RANGE_HOLD`. Operations/s of both together.
+fn disjoint_ranges<S: RangeLocking>(n: usize, run: Duration) -> f64 {
+    let lock = Arc::new(S::create());
+    let ops = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(Barrier::new(2 * n + 1));
+    let handles: Vec<_> = (0..2 * n)
+        .map(|t| {
+            let (lock, ops, start) = (lock.clone(), ops.clone(), start.clone());
+            thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(t as u64);
+                start.wait();
+                let deadline = Instant::now() + run;
+                let mut done = 0;
+                while Instant::now() < deadline {
+                    let len = rng.u64(1..=4);
+                    let (class, first) = if t < n {
+                        (Class::Block, t as u64 * 8 + rng.u64(..=8 - len))
+                    } else {
+                        (Class::Add, 1000 + rng.u64(..1000))
+                    };
+                    lock.with(first..first + len, class, || thread::sleep(RANGE_HOLD));
+                    done += 1;
+                }
+                ops.fetch_add(done, Relaxed);
+            })
+        })
+        .collect();
+    start.wait();
+    let t = Instant::now();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    ops.load(Relaxed) as f64 / t.elapsed().as_secs_f64()
+}
+
+fn print_ranges(s: &Settings) {
+    println!(
+        "## Range locking
+"
+    );
+    println!(
+        "N threads take `Block` on ranges of 1-4 stripes, each inside its own 8-stripe region of one object (direct writes), while N more take `Add` on 1-4 stripes elsewhere in the same object (buffered reads adding pages); every hold is a {} us sleep. Operations/s of all 2N threads (ideal: 2N / {} us), and against one `TwoStateLock` and one `std::sync::RwLock` per object (`Add` = read, `Block` = write).\n",
+        RANGE_HOLD.as_micros(),
+        RANGE_HOLD.as_micros()
+    );
+    let rows: Vec<(&str, Vec<f64>)> = vec![
+        (
+            two_state_lock::LockTable::NAME,
+            RANGE_THREADS
+                .iter()
+                .map(|&n| disjoint_ranges::<two_state_lock::LockTable>(n, s.run))
+                .collect(),
+        ),
+        (
+            <TwoStateLock as RangeLocking>::NAME,
+            RANGE_THREADS
+                .iter()
+                .map(|&n| disjoint_ranges::<TwoStateLock>(n, s.run))
+                .collect(),
+        ),
+        (
+            <StdRwLock as RangeLocking>::NAME,
+            RANGE_THREADS
+                .iter()
+                .map(|&n| disjoint_ranges::<StdRwLock>(n, s.run))
+                .collect(),
+        ),
+    ];
+    print!("| locking |");
+    RANGE_THREADS.iter().for_each(|n| print!(" N={n} |"));
+    println!(" N=4: table vs this |");
+    println!("| --- |{} ---: |", " ---: |".repeat(RANGE_THREADS.len()));
+    let table = rows[0].1[RANGE_THREADS.len() - 1];
+    for (name, rates) in &rows {
+        print!("| {name} |");
+        rates.iter().for_each(|r| print!(" {r:.0} |"));
+        println!(" {:.2}x |", table / rates[RANGE_THREADS.len() - 1]);
+    }
+    println!();
+}
+
 fn print_sizes() {
     println!("## Size\n");
     println!("| lock | bytes |\n| --- | ---: |");
@@ -358,19 +487,42 @@ fn main() {
         svg: (!smoke)
             .then(|| concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fairness.svg").to_string()),
     };
-    if let Some(bad) = args.iter().find(|a| *a != "--smoke") {
-        eprintln!("scenarios: unknown argument '{bad}' (only --smoke)");
+    const SECTIONS: [&str; 5] = ["sizes", "direct-io", "fairness", "mixed", "ranges"];
+    let chosen: Vec<&str> = args
+        .iter()
+        .filter(|a| *a != "--smoke")
+        .map(String::as_str)
+        .collect();
+    if let Some(bad) = chosen.iter().find(|a| !SECTIONS.contains(a)) {
+        eprintln!(
+            "scenarios: unknown argument '{bad}' (--smoke, and sections to run: {})",
+            SECTIONS.join(", ")
+        );
         std::process::exit(2);
     }
+    let run = |section: &str| chosen.is_empty() || chosen.contains(&section);
     println!(
         "# Scenarios ({} per measurement, {} CPUs)\n",
         if smoke { "150 ms smoke run" } else { "2 s" },
         thread::available_parallelism().map_or(0, |n| n.get())
     );
-    print_sizes();
-    print_direct_io(&settings);
-    let fairness = print_fairness(&settings);
-    print_mixed(&settings);
+    if run("sizes") {
+        print_sizes();
+    }
+    if run("direct-io") {
+        print_direct_io(&settings);
+    }
+    let fairness = run("fairness").then(|| print_fairness(&settings));
+    if run("mixed") {
+        print_mixed(&settings);
+    }
+    if run("ranges") {
+        print_ranges(&settings);
+    }
+    let fairness = match fairness {
+        Some(f) => f,
+        None => return,
+    };
     if let Some(path) = settings.svg {
         match plot_fairness(&path, settings.run, &fairness) {
             Ok(()) => println!("Fairness chart written to {path}"),

@@ -1,5 +1,5 @@
 //! A small userspace page cache over real files, with direct I/O that
-//! bypasses it, built three ways to show the problem `two-state-lock` solves:
+//! bypasses it, built four ways to show the problem `two-state-lock` solves:
 //!
 //! - [`Variant::InvalidateTwice`]: no lock; a direct write evicts its range
 //!   before and after (what mainline Linux does). Stale pages get in.
@@ -8,7 +8,14 @@
 //!   but direct writes to one file serialize.
 //! - [`Variant::TwoState`]: a [`TwoStateLock`] per file; adders take `Add`,
 //!   direct I/O takes `Block`. Coherent, and direct writes to one file run
-//!   side by side.
+//!   side by side; adds and direct I/O still exclude each other file-wide.
+//! - [`Variant::TwoStateRange`]: one [`LockTable`] for all files, one stripe
+//!   per page: adds and direct I/O exclude each other only where their pages
+//!   meet.
+//!
+//! In every variant a cache hit takes no lock (as in Linux, where only
+//! adding a page takes `invalidate_lock`): a page of a range under `Block`
+//! was evicted and cannot come back while `Block` is held.
 //!
 //! Every page carries a stamp (file, page, version). Each page has one
 //! writer at a time (the workload gives each writer thread its own pages),
@@ -28,9 +35,9 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use two_state_lock::{Class, FaultError, TwoStateLock};
+use two_state_lock::{Class, FaultError, Guard, LockTable, RangeGuard, Scoped, TwoStateLock};
 
 /// Bytes in a page.
 pub const PAGE: usize = 4096;
@@ -97,13 +104,25 @@ pub enum Variant {
     InvalidateTwice,
     /// `std::sync::RwLock`: adders read, direct I/O writes.
     RwLock,
-    /// `TwoStateLock`: adders `Add`, direct I/O `Block`.
+    /// `TwoStateLock` per file: adders `Add`, direct I/O `Block`.
     TwoState,
+    /// A `LockTable` of [`RANGE_TABLE_LOCKS`] locks keyed by (file, page):
+    /// adders take `Add` on their page, direct I/O `Block` on its range.
+    TwoStateRange,
 }
+
+/// Locks in the `two-state-range` table, shared by all files (64 KiB). A
+/// stripe is one page.
+pub const RANGE_TABLE_LOCKS: usize = 4096;
 
 impl Variant {
     /// All variants, in table order.
-    pub const ALL: [Variant; 3] = [Variant::InvalidateTwice, Variant::RwLock, Variant::TwoState];
+    pub const ALL: [Variant; 4] = [
+        Variant::InvalidateTwice,
+        Variant::RwLock,
+        Variant::TwoState,
+        Variant::TwoStateRange,
+    ];
 
     /// The name used on the command line and in the table.
     pub fn name(self) -> &'static str {
@@ -111,7 +130,14 @@ impl Variant {
             Variant::InvalidateTwice => "invalidate-twice",
             Variant::RwLock => "rwlock",
             Variant::TwoState => "two-state",
+            Variant::TwoStateRange => "two-state-range",
         }
+    }
+
+    /// Whether the variant pins mapped sources under its lock with the
+    /// fault protocol (the two-state ones), or copies them before locking.
+    pub fn pins_under_lock(self) -> bool {
+        matches!(self, Variant::TwoState | Variant::TwoStateRange)
     }
 
     /// Parses [`name`](Self::name).
@@ -193,6 +219,51 @@ pub struct Stats {
     pub punches: AtomicU64,
     /// The most direct writes in flight on one file at once.
     pub max_dio_in_flight: AtomicUsize,
+    /// Nanoseconds direct writes spent holding their lock, summed: divided
+    /// by the run time and the files, the mean number in flight per file.
+    pub dio_busy_ns: AtomicU64,
+    /// Waits for a lock to add pages (`Add`, a reader/writer lock's read
+    /// side): buffered writes and cache misses.
+    pub add_waits: Waits,
+    /// Waits for a lock to keep pages out (`Block`, the write side): direct
+    /// I/O and hole punches.
+    pub block_waits: Waits,
+}
+
+/// How long acquisitions of one class waited for their lock.
+#[derive(Default, Debug)]
+pub struct Waits {
+    /// Acquisitions.
+    pub count: AtomicU64,
+    /// Nanoseconds waited, summed.
+    pub total_ns: AtomicU64,
+    /// The longest wait, in nanoseconds.
+    pub max_ns: AtomicU64,
+}
+
+impl Waits {
+    fn record(&self, waited: Duration) {
+        let ns = waited.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.total_ns.fetch_add(ns, Ordering::Relaxed);
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// The mean wait (zero if none).
+    pub fn mean(&self) -> Duration {
+        let n = self.count.load(Ordering::Relaxed);
+        Duration::from_nanos(
+            self.total_ns
+                .load(Ordering::Relaxed)
+                .checked_div(n)
+                .unwrap_or(0),
+        )
+    }
+
+    /// The longest wait.
+    pub fn max(&self) -> Duration {
+        Duration::from_nanos(self.max_ns.load(Ordering::Relaxed))
+    }
 }
 
 /// Engine settings.
@@ -205,23 +276,24 @@ pub struct Config {
     /// Pause between reading a missing page from the file and inserting it
     /// into the cache: widens the race window `InvalidateTwice` loses.
     pub read_window: Duration,
-    /// Extra latency added to every direct I/O, to model a slower device
-    /// (0: the real device only).
+    /// Extra latency added to every access to the files (a miss, a
+    /// write-back, a direct I/O, a punch), to model a slower device (0: the
+    /// real device only).
     pub io_delay: Duration,
-    /// How `TwoState` pins a mapped source under its `Block` hold.
+    /// How the two-state variants pin a mapped source under their `Block`.
     pub faults: FaultProtocol,
 }
 
-/// The fault protocol `TwoState` pins mapped sources with.
+/// The fault protocol the two-state variants pin mapped sources with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultProtocol {
-    /// [`TwoStateLock::fault_in`], one page per call: every fault completes,
-    /// at most one cycle per page; one re-invalidation after the pinning if
-    /// any page cycled.
+    /// [`TwoStateLock::fault_in`] (or [`LockTable::fault_in`]), one page per
+    /// call, for pages evicted since the source was faulted in before
+    /// locking: every fault completes, at most one cycle per page.
     Total,
     /// The seed's [`TwoStateLock::lock_fault`] with `retry_faults`: a
-    /// source mapped from the written file fails with
-    /// [`OpError::BadAddress`]; a cycle re-invalidates and retries.
+    /// source page mapped from the written range's lock fails with
+    /// [`OpError::BadAddress`]; a cycle retries.
     Seed,
 }
 
@@ -260,7 +332,8 @@ enum Held<'a> {
     Nothing,
     Read(#[allow(dead_code)] std::sync::RwLockReadGuard<'a, ()>),
     Write(#[allow(dead_code)] std::sync::RwLockWriteGuard<'a, ()>),
-    Two(two_state_lock::Guard<'a>),
+    Two(Guard<'a>),
+    Range(RangeGuard<'a>),
 }
 
 /// The page-cache engine. Shared by the example, the tests and the fuzz
@@ -269,6 +342,8 @@ pub struct Engine {
     variant: Variant,
     cfg: Config,
     files: Vec<Mapping>,
+    /// `TwoStateRange`'s locks: object = file index, stripe = page.
+    table: Option<LockTable>,
     direct_io: bool,
     /// What happened, for the report.
     pub stats: Stats,
@@ -285,11 +360,18 @@ impl Engine {
         let mut files = Vec::new();
         for index in 0..cfg.files {
             let path = dir.join(format!("{}-{index}.dat", variant.name()));
-            let mut init = Vec::with_capacity(cfg.pages as usize);
-            for p in 0..cfg.pages {
-                init.push(*Block::stamped(index, p, 1));
+            let file = File::create(&path)?;
+            // A chunk at a time: memory stays small whatever the size.
+            const CHUNK: u64 = 256;
+            let mut chunk = Vec::with_capacity(CHUNK as usize);
+            for start in (0..cfg.pages).step_by(CHUNK as usize) {
+                chunk.clear();
+                chunk.extend(
+                    (start..cfg.pages.min(start + CHUNK)).map(|p| *Block::stamped(index, p, 1)),
+                );
+                file.write_all_at(as_bytes(&chunk), start * PAGE as u64)?;
             }
-            std::fs::write(&path, as_bytes(&init))?;
+            drop(file);
             let open = |flags| {
                 OpenOptions::new()
                     .read(true)
@@ -320,6 +402,7 @@ impl Engine {
         }
         Ok(Engine {
             variant,
+            table: (variant == Variant::TwoStateRange).then(|| LockTable::new(RANGE_TABLE_LOCKS)),
             cfg,
             files,
             direct_io,
@@ -342,13 +425,33 @@ impl Engine {
         &self.cfg
     }
 
-    fn lock<'a>(&self, m: &'a Mapping, class: Class) -> Held<'a> {
-        match (self.variant, class) {
-            (Variant::InvalidateTwice, _) => Held::Nothing,
+    fn table(&self) -> &LockTable {
+        self.table
+            .as_ref()
+            .expect("only TwoStateRange locks by range")
+    }
+
+    /// Takes the variant's lock of `class` over pages `first..first + n` of
+    /// `m`, and records how long that took.
+    fn lock<'a>(&'a self, m: &'a Mapping, first: u64, n: u64, class: Class) -> Held<'a> {
+        let start = Instant::now();
+        let held = match (self.variant, class) {
+            (Variant::InvalidateTwice, _) => return Held::Nothing,
             (Variant::RwLock, Class::Add) => Held::Read(m.rwlock.read().unwrap()),
             (Variant::RwLock, Class::Block) => Held::Write(m.rwlock.write().unwrap()),
             (Variant::TwoState, class) => Held::Two(m.two_state.lock(class)),
-        }
+            (Variant::TwoStateRange, class) => Held::Range(self.table().lock_range(
+                m.index as u64,
+                first..first + n,
+                class,
+            )),
+        };
+        let waits = match class {
+            Class::Add => &self.stats.add_waits,
+            Class::Block => &self.stats.block_waits,
+        };
+        waits.record(start.elapsed());
+        held
     }
 
     fn cache<'a>(&self, m: &'a Mapping) -> MutexGuard<'a, HashMap<u64, CachedPage>> {
@@ -386,11 +489,27 @@ impl Engine {
         r
     }
 
+    /// The page if it is in the cache. Takes no lock: a page of a range
+    /// under `Block` was evicted and cannot be re-added while it holds.
+    fn cached(&self, m: &Mapping, page: u64) -> Option<Box<Block>> {
+        self.cache(m).get(&page).map(|hit| hit.data.clone())
+    }
+
     /// The page from the cache, or read from the file and inserted: the
-    /// "add" that `Add` (or the read side) must cover.
+    /// "add" that `Add` (or the read side) covers, taken only on a miss.
     fn get_page(&self, m: &Mapping, page: u64) -> io::Result<Box<Block>> {
-        if let Some(hit) = self.cache(m).get(&page) {
-            return Ok(hit.data.clone());
+        if let Some(hit) = self.cached(m, page) {
+            return Ok(hit);
+        }
+        let _held = self.lock(m, page, 1, Class::Add);
+        self.read_in(m, page)
+    }
+
+    /// A miss: reads the page from the file and inserts it, unless it was
+    /// added meanwhile. The caller covers the add (holds `Add` on the page).
+    fn read_in(&self, m: &Mapping, page: u64) -> io::Result<Box<Block>> {
+        if let Some(hit) = self.cached(m, page) {
+            return Ok(hit);
         }
         let mut fresh = Box::new(Block([0; PAGE]));
         self.disk_read(m, page, std::slice::from_mut(&mut *fresh))?;
@@ -519,22 +638,22 @@ impl Engine {
         &self.files[file]
     }
 
-    /// A buffered read of one page: `Add`. Returns its version.
+    /// A buffered read of one page: a hit takes no lock, a miss takes `Add`
+    /// on the page. Returns its version.
     pub fn read(&self, file: usize, page: u64) -> Result<Option<u64>, OpError> {
         let m = self.mapping(file);
         let noted = self.noted(m, page);
-        let _held = self.lock(m, Class::Add);
         let data = self.get_page(m, page)?;
         self.stats.buffered_reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.check(m, page, &data, noted, false))
     }
 
-    /// A buffered write of one page with `version`: `Add`. The page is dirty
-    /// in the cache until a direct I/O writes it back. The caller must be the
-    /// page's only writer and give increasing versions.
+    /// A buffered write of one page with `version`: `Add` on the page. The
+    /// page is dirty in the cache until a direct I/O writes it back. The
+    /// caller must be the page's only writer and give increasing versions.
     pub fn write(&self, file: usize, page: u64, version: u64) -> Result<(), OpError> {
         let m = self.mapping(file);
-        let _held = self.lock(m, Class::Add);
+        let _held = self.lock(m, page, 1, Class::Add);
         let data = Block::stamped(file, page, version);
         {
             let mut cache = self.cache(m);
@@ -553,8 +672,9 @@ impl Engine {
         Ok(())
     }
 
-    /// A direct read of `n` pages: `Block`; writes back the dirty range, then
-    /// reads the file with `O_DIRECT`. Returns the versions read.
+    /// A direct read of `n` pages: `Block` on the range; writes back the
+    /// dirty pages of the range, then reads the file with `O_DIRECT`.
+    /// Returns the versions read.
     pub fn direct_read(
         &self,
         file: usize,
@@ -563,7 +683,7 @@ impl Engine {
     ) -> Result<Vec<Option<u64>>, OpError> {
         let m = self.mapping(file);
         let noted: Vec<u64> = (first..first + n).map(|p| self.noted(m, p)).collect();
-        let _held = self.lock(m, Class::Block);
+        let _held = self.lock(m, first, n, Class::Block);
         self.write_back(m, first, n, false)?;
         let mut blocks = vec![Block([0; PAGE]); n as usize];
         let writes = &m.disk_writes[first as usize..(first + n) as usize];
@@ -579,11 +699,11 @@ impl Engine {
             .collect())
     }
 
-    /// Punches a hole over `n` pages, as `version`: `Block`. Same writer rule
-    /// as [`write`](Self::write).
+    /// Punches a hole over `n` pages, as `version`: `Block` on the range.
+    /// Same writer rule as [`write`](Self::write).
     pub fn punch_hole(&self, file: usize, first: u64, n: u64, version: u64) -> Result<(), OpError> {
         let m = self.mapping(file);
-        let _held = self.lock(m, Class::Block);
+        let _held = self.lock(m, first, n, Class::Block);
         // The punch begins before it drops the cached pages: from here on, a
         // direct read of these pages in the same `Block` phase may find the
         // hole (or the old hole where dirty data was dropped), and rightly so.
@@ -603,6 +723,7 @@ impl Engine {
                 _ => Err(io::Error::last_os_error()),
             }
         })?;
+        std::thread::sleep(self.cfg.io_delay);
         if self.variant == Variant::InvalidateTwice {
             self.evict(m, first, n);
         }
@@ -613,7 +734,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Faults in one page of a mapped source buffer and copies it out.
+    /// Faults in one page of a mapped source buffer (a hit takes no lock, a
+    /// miss takes `Add` on it) and copies it out.
     fn fault_page(&self, src: &Mapping, page: u64) -> io::Result<Box<Block>> {
         let noted = self.noted(src, page);
         let data = self.get_page(src, page)?;
@@ -621,13 +743,41 @@ impl Engine {
         Ok(data)
     }
 
-    /// Pins the source pages `sfirst..` into `bounce` under `guard`'s hold
-    /// with [`TwoStateLock::fault_in`], one page per call, each in its own
-    /// scope so that cycles are counted. Returns the cycles (at most one per
-    /// page).
+    /// The fault's own work on a page of `src` whose lock the caller took
+    /// through the fault protocol: read it in if missing, copy it out.
+    fn fault_page_locked(&self, src: &Mapping, page: u64, to: &mut Block) -> io::Result<()> {
+        let noted = self.noted(src, page);
+        let data = self.read_in(src, page)?;
+        self.check(src, page, &data, noted, false);
+        to.0.copy_from_slice(&data.0);
+        Ok(())
+    }
+
+    /// Runs `f` in a `faults_disabled` scope of the two-state hold `held`.
+    fn scoped<R>(&self, held: &Held<'_>, f: impl FnOnce() -> R) -> Scoped<R> {
+        match held {
+            Held::Two(g) => g.faults_disabled(f),
+            Held::Range(g) => g.faults_disabled(f),
+            _ => unreachable!("only the two-state variants pin under their lock"),
+        }
+    }
+
+    /// `fault_in` on the lock that covers page `page` of `src`.
+    fn fault_in<R>(&self, src: &Mapping, page: u64, f: impl FnOnce() -> R) -> R {
+        match self.variant {
+            Variant::TwoStateRange => self.table().fault_in(src.index as u64, page, f),
+            _ => src.two_state.fault_in(f),
+        }
+    }
+
+    /// Pins the source pages `sfirst..` into `bounce` under the two-state
+    /// hold `held`, with the total protocol: a page still in the cache (it
+    /// was faulted in before locking) is copied as it is; one evicted since
+    /// goes through `fault_in`, each in its own scope so that cycles are
+    /// counted. Returns the cycles (at most one per page).
     fn pin_total(
         &self,
-        guard: &two_state_lock::Guard<'_>,
+        held: &Held<'_>,
         src: &Mapping,
         sfirst: u64,
         bounce: &mut [Block],
@@ -635,11 +785,12 @@ impl Engine {
         let mut cycles = 0;
         for (i, to) in bounce.iter_mut().enumerate() {
             let q = sfirst + i as u64;
-            let pinned = guard.faults_disabled(|| {
-                src.two_state.fault_in(|| {
-                    to.0.copy_from_slice(&self.fault_page(src, q)?.0);
-                    io::Result::Ok(())
-                })
+            if let Some(page) = self.cached(src, q) {
+                to.0.copy_from_slice(&page.0);
+                continue;
+            }
+            let pinned = self.scoped(held, || {
+                self.fault_in(src, q, || self.fault_page_locked(src, q, to))
             });
             cycles += u64::from(pinned.locks_dropped);
             pinned.value?;
@@ -648,67 +799,66 @@ impl Engine {
     }
 
     /// Pins as [`pin_total`](Self::pin_total) does, with the seed's
-    /// protocol: `lock_fault` and the `retry_faults` loop, which
-    /// re-invalidates `first..first + bounce.len()` of `m` after every cycle.
-    /// Returns the cycles, or [`OpError::BadAddress`] for a source mapped
-    /// from the written file.
+    /// protocol, every page through `lock_fault` (as this engine did before
+    /// `fault_in`): the `retry_faults` loop retries after a cycle (the
+    /// range is invalidated after the pinning, so a cycle needs nothing
+    /// more). Returns the cycles, or [`OpError::BadAddress`] for a page
+    /// whose lock the write holds.
     fn pin_seed(
         &self,
-        guard: &two_state_lock::Guard<'_>,
-        m: &Mapping,
-        first: u64,
+        held: &Held<'_>,
         src: &Mapping,
         sfirst: u64,
         bounce: &mut [Block],
     ) -> Result<u64, OpError> {
-        let n = bounce.len() as u64;
         let mut pinned = 0;
         let mut cycles = 0;
-        let mut revalidate_err = None;
-        let pinning = guard.retry_faults(
-            || {
-                cycles += 1;
-                // Pages may have been added while our Block was down.
-                if let Err(e) = self.write_back(m, first, n, true) {
-                    revalidate_err.get_or_insert(e);
+        let mut step = || {
+            while pinned < bounce.len() {
+                let q = sfirst + pinned as u64;
+                let fault = match self.variant {
+                    Variant::TwoStateRange => self.table().lock_fault(src.index as u64, q)?,
+                    _ => src.two_state.lock_fault()?,
+                };
+                let copied = self.fault_page_locked(src, q, &mut bounce[pinned]);
+                drop(fault);
+                if let Err(e) = copied {
+                    return Ok(Err(e));
                 }
-            },
-            || {
-                while pinned < bounce.len() {
-                    let q = sfirst + pinned as u64;
-                    let fault = src.two_state.lock_fault()?;
-                    let copied = self.fault_page(src, q);
-                    drop(fault);
-                    match copied {
-                        Ok(page) => bounce[pinned].0.copy_from_slice(&page.0),
-                        Err(e) => return Ok(Err(e)),
-                    }
-                    pinned += 1;
-                }
-                Ok(Ok(()))
-            },
-        );
+                pinned += 1;
+            }
+            Ok(Ok(()))
+        };
+        let revalidate = || cycles += 1;
+        let pinning = match held {
+            Held::Two(g) => g.retry_faults(revalidate, &mut step),
+            Held::Range(g) => g.retry_faults(revalidate, &mut step),
+            _ => unreachable!("only the two-state variants pin under their lock"),
+        };
         match pinning {
-            Err(FaultError::SameMapping) => return Err(OpError::BadAddress),
+            Err(FaultError::SameMapping) => Err(OpError::BadAddress),
             Err(FaultError::OrderingViolation) => unreachable!("retry_faults retries these"),
-            Ok(copied) => copied?,
-        }
-        match revalidate_err {
-            Some(e) => Err(e.into()),
-            None => Ok(cycles),
+            Ok(copied) => {
+                copied?;
+                Ok(cycles)
+            }
         }
     }
 
     /// A direct write of `n` pages at `first` with `version`, from `source`.
     /// The caller must be the only writer of those pages.
     ///
-    /// `TwoState` pins the source under the held `Block` with the fault
-    /// protocol of [`Config::faults`]: with [`FaultProtocol::Total`] every
-    /// write completes, a source mapped from the written file included; with
-    /// [`FaultProtocol::Seed`] such a write fails with
-    /// [`OpError::BadAddress`]. The other variants copy the source before
-    /// taking their lock: a fault under the write side of a reader/writer
-    /// lock would deadlock on a source mapped from the same file.
+    /// A mapped source is faulted in before locking (as gfs2 and btrfs do).
+    /// The variants that cannot fault under their lock (a fault under the
+    /// write side of a reader/writer lock would deadlock on a source mapped
+    /// from the same file) write that copy. The two-state variants pin the
+    /// source again under `Block` with the fault protocol of
+    /// [`Config::faults`]: with [`FaultProtocol::Total`] every write
+    /// completes, a source mapped from the written file included; with
+    /// [`FaultProtocol::Seed`] a source page under the write's own lock
+    /// fails it with [`OpError::BadAddress`]. The range is invalidated once
+    /// the source is pinned, so that whatever a fault cycle let in is
+    /// evicted before the write; `InvalidateTwice` evicts again after it.
     pub fn direct_write(
         &self,
         file: usize,
@@ -719,70 +869,60 @@ impl Engine {
     ) -> Result<(), OpError> {
         let m = self.mapping(file);
         let mut bounce = vec![Block([0; PAGE]); n as usize];
-        let copy_from = |src: &Mapping, q: u64, to: &mut Block| -> io::Result<()> {
-            to.0.copy_from_slice(&self.fault_page(src, q)?.0);
-            Ok(())
-        };
-        // The variants without the fault protocol copy the source first.
-        if let (
-            false,
-            Source::Mapped {
-                file: sf,
-                first: sfirst,
-            },
-        ) = (self.variant == Variant::TwoState, source)
+        if let Source::Mapped {
+            file: sf,
+            first: sfirst,
+        } = source
         {
             let src = self.mapping(sf);
             for (i, to) in bounce.iter_mut().enumerate() {
-                let _fault = self.lock(src, Class::Add);
-                copy_from(src, sfirst + i as u64, to)?;
+                to.0.copy_from_slice(&self.fault_page(src, sfirst + i as u64)?.0);
             }
         }
-        let held = self.lock(m, Class::Block);
+        let held = self.lock(m, first, n, Class::Block);
+        let since = Instant::now();
         let in_flight = m.dio_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.stats
             .max_dio_in_flight
             .fetch_max(in_flight, Ordering::Relaxed);
         let result = (|| {
-            self.write_back(m, first, n, true)?;
             if let (
-                Held::Two(guard),
+                true,
                 Source::Mapped {
                     file: sf,
                     first: sfirst,
                 },
-            ) = (&held, source)
+            ) = (self.variant.pins_under_lock(), source)
             {
                 let src = self.mapping(sf);
                 let cycles = match self.cfg.faults {
-                    FaultProtocol::Total => self.pin_total(guard, src, sfirst, &mut bounce)?,
-                    FaultProtocol::Seed => {
-                        self.pin_seed(guard, m, first, src, sfirst, &mut bounce)?
-                    }
+                    FaultProtocol::Total => self.pin_total(&held, src, sfirst, &mut bounce)?,
+                    FaultProtocol::Seed => self.pin_seed(&held, src, sfirst, &mut bounce)?,
                 };
                 self.stats.cycles.fetch_add(cycles, Ordering::Relaxed);
                 self.stats
                     .max_cycles_per_write
                     .fetch_max(cycles, Ordering::Relaxed);
-                if cycles > 0 && self.cfg.faults == FaultProtocol::Total {
-                    // Pages may have been added while our Block was down:
-                    // invalidate the range once more before the write.
-                    self.write_back(m, first, n, true)?;
-                }
             }
+            self.write_back(m, first, n, true)?;
             for (i, b) in bounce.iter_mut().enumerate() {
                 b.set_stamp(file, first + i as u64, version);
                 let fill = (version % 251) as u8;
                 b.0[24..].fill(fill);
             }
             self.disk_write(m, first, &bounce)?;
-            self.write_back(m, first, n, true)?;
+            if self.variant == Variant::InvalidateTwice {
+                self.write_back(m, first, n, true)?;
+            }
             for p in first..first + n {
                 self.publish(m, p, version, false);
             }
             Ok(())
         })();
         m.dio_in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.stats
+            .dio_busy_ns
+            .fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
         drop(held);
         match &result {
             Ok(()) => {

@@ -3,6 +3,7 @@
 //! a watchdog and a report.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -51,6 +52,8 @@ pub struct Report {
     pub buffered_ops_s: f64,
     /// Direct writes completed.
     pub direct_writes: u64,
+    /// Direct writes in flight per file, on average over the run.
+    pub mean_dio_in_flight: f64,
     /// The most direct writes in flight on one file at once.
     pub max_dio_in_flight: usize,
     /// Stale (or malformed) pages read.
@@ -64,10 +67,32 @@ pub struct Report {
     pub cycles: u64,
     /// The most cycles one direct write needed.
     pub max_cycles_per_write: u64,
+    /// Mean and longest wait for a lock to add pages (`None`: no lock).
+    pub add_wait: Option<(Duration, Duration)>,
+    /// Mean and longest wait for a lock to keep pages out.
+    pub block_wait: Option<(Duration, Duration)>,
     /// Threads still stuck when the watchdog fired.
     pub deadlocked_threads: usize,
     /// The first I/O error, if any.
     pub io_error: Option<String>,
+}
+
+/// Set (by a signal handler, say) to end a run early: every thread stops
+/// after its current operation.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// When a run ends: its deadline, an interruption, or a thread's I/O error
+/// (the others stop too, so the table never shows a half-run variant).
+struct End {
+    deadline: Instant,
+    failed: AtomicBool,
+}
+
+impl End {
+    /// Whether the run should go on.
+    fn running(&self) -> bool {
+        Instant::now() < self.deadline && !INTERRUPTED.load(Relaxed) && !self.failed.load(Relaxed)
+    }
 }
 
 /// A directory removed when dropped.
@@ -127,12 +152,12 @@ fn owned_range(
     (first, n)
 }
 
-fn writer_loop(engine: &Engine, w: &Workload, id: usize, deadline: Instant) -> Result<(), OpError> {
+fn writer_loop(engine: &Engine, w: &Workload, id: usize, end: &End) -> Result<(), OpError> {
     let mut rng = fastrand::Rng::with_seed(0x5eed + id as u64);
     let files = w.engine.files;
     let pages = w.engine.pages;
     let mut version = 1;
-    while Instant::now() < deadline {
+    while end.running() {
         version += 1;
         let file = rng.usize(..files);
         let (first, n) = owned_range(&mut rng, id, w.writers, pages, 4);
@@ -167,9 +192,9 @@ fn writer_loop(engine: &Engine, w: &Workload, id: usize, deadline: Instant) -> R
     Ok(())
 }
 
-fn reader_loop(engine: &Engine, w: &Workload, id: usize, deadline: Instant) -> Result<(), OpError> {
+fn reader_loop(engine: &Engine, w: &Workload, id: usize, end: &End) -> Result<(), OpError> {
     let mut rng = fastrand::Rng::with_seed(0xbead + id as u64);
-    while Instant::now() < deadline {
+    while end.running() {
         engine.read(rng.usize(..w.engine.files), rng.u64(..w.engine.pages))?;
     }
     Ok(())
@@ -188,26 +213,39 @@ pub fn run(dir: &Path, variant: Variant, w: &Workload) -> std::io::Result<Report
     let error = Arc::new(Mutex::new(None::<String>));
     let start = Instant::now();
     let deadline = start + w.duration;
+    let end = Arc::new(End {
+        deadline,
+        failed: AtomicBool::new(false),
+    });
     let threads = w.writers + w.readers;
     for id in 0..threads {
-        let (engine, finished, error, w) =
-            (engine.clone(), finished.clone(), error.clone(), w.clone());
+        let (engine, finished, error, w, end) = (
+            engine.clone(),
+            finished.clone(),
+            error.clone(),
+            w.clone(),
+            end.clone(),
+        );
         thread::spawn(move || {
             let r = if id < w.writers {
-                writer_loop(&engine, &w, id, deadline)
+                writer_loop(&engine, &w, id, &end)
             } else {
-                reader_loop(&engine, &w, id - w.writers, deadline)
+                reader_loop(&engine, &w, id - w.writers, &end)
             };
             if let Err(e) = r {
                 error.lock().unwrap().get_or_insert(e.to_string());
+                end.failed.store(true, Relaxed);
             }
             finished.one();
         });
     }
-    let give_up = deadline + Duration::from_secs(10);
+    let mut give_up = deadline + Duration::from_secs(10);
     let mut done = finished.count.lock().unwrap();
     let mut last_print = start;
     while *done < threads && Instant::now() < give_up {
+        if INTERRUPTED.load(Relaxed) {
+            give_up = give_up.min(Instant::now() + Duration::from_secs(10));
+        }
         done = finished
             .changed
             .wait_timeout(done, Duration::from_millis(100))
@@ -234,6 +272,9 @@ pub fn run(dir: &Path, variant: Variant, w: &Workload) -> std::io::Result<Report
         .min(w.duration.max(Duration::from_millis(1)))
         .as_secs_f64();
     let s = &engine.stats;
+    let waits = |waits: &crate::Waits| {
+        (variant != Variant::InvalidateTwice).then(|| (waits.mean(), waits.max()))
+    };
     let report = Report {
         variant,
         direct_io: engine.direct_io(),
@@ -242,12 +283,15 @@ pub fn run(dir: &Path, variant: Variant, w: &Workload) -> std::io::Result<Report
         buffered_ops_s: (s.buffered_reads.load(Relaxed) + s.buffered_writes.load(Relaxed)) as f64
             / secs,
         direct_writes: s.direct_writes.load(Relaxed),
+        mean_dio_in_flight: s.dio_busy_ns.load(Relaxed) as f64 / 1e9 / secs / w.engine.files as f64,
         max_dio_in_flight: s.max_dio_in_flight.load(Relaxed),
         stale_reads: s.stale_reads.load(Relaxed),
         torn_direct_reads: s.torn_direct_reads.load(Relaxed),
         bad_address: s.bad_address.load(Relaxed),
         cycles: s.cycles.load(Relaxed),
         max_cycles_per_write: s.max_cycles_per_write.load(Relaxed),
+        add_wait: waits(&s.add_waits),
+        block_wait: waits(&s.block_waits),
         deadlocked_threads: stuck,
         io_error: error.lock().unwrap().clone(),
     };
@@ -258,25 +302,43 @@ pub fn run(dir: &Path, variant: Variant, w: &Workload) -> std::io::Result<Report
     Ok(report)
 }
 
+/// A wait as the table shows it.
+fn fmt_wait(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} us")
+    }
+}
+
 /// The report as a markdown table.
 pub fn table(reports: &[Report]) -> String {
     let mut out = String::from(
-        "| variant | direct-write MiB/s | buffered ops/s | max direct writes in flight on one file | stale reads | torn direct reads | bad-address errors | ordering cycles (max per write) | deadlocks | wall s |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| variant | direct-write MiB/s | buffered ops/s | direct writes in flight per file: mean (max) | stale reads | torn direct reads | bad-address errors | fault cycles (max per write) | Add wait: mean (max) | Block wait: mean (max) | deadlocks | O_DIRECT | wall s |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n",
     );
+    let wait = |w: Option<(Duration, Duration)>| match w {
+        Some((mean, max)) => format!("{} ({})", fmt_wait(mean), fmt_wait(max)),
+        None => "no lock".to_string(),
+    };
     for r in reports {
         out += &format!(
-            "| {} | {:.1} | {:.0} | {} | {} | {} | {} | {} ({}) | {} | {:.1} |\n",
+            "| {} | {:.1} | {:.0} | {:.2} ({}) | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {:.1} |\n",
             r.variant.name(),
             r.direct_write_mib_s,
             r.buffered_ops_s,
+            r.mean_dio_in_flight,
             r.max_dio_in_flight,
             r.stale_reads,
             r.torn_direct_reads,
             r.bad_address,
             r.cycles,
             r.max_cycles_per_write,
+            wait(r.add_wait),
+            wait(r.block_wait),
             r.deadlocked_threads,
+            if r.direct_io { "yes" } else { "**no**" },
             r.wall.as_secs_f64(),
         );
     }

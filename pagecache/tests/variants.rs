@@ -1,10 +1,12 @@
-//! All three variants for a few seconds each, on real files: the locked ones
-//! stay coherent and deadlock-free, `two-state` runs direct writes to one
-//! file side by side, and the unlocked one shows the stale-page bug (which
-//! keeps the detector honest).
+//! All four variants on real files: the locked ones stay coherent and
+//! deadlock-free, the two-state ones run direct writes to one file side by
+//! side, and the unlocked one shows the stale-page bug (which keeps the
+//! detector honest). Tests in the style of xfstests generic/133, generic/647
+//! and generic/729.
 
 use pagecache::workload::{self, Report, TempDir, Workload};
 use pagecache::{Config, Engine, FaultProtocol, OpError, Source, Variant};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 fn workload() -> Workload {
@@ -34,9 +36,11 @@ fn run(variant: Variant) -> Report {
     r
 }
 
+const LOCKED: [Variant; 3] = [Variant::RwLock, Variant::TwoState, Variant::TwoStateRange];
+
 #[test]
 fn locked_variants_are_coherent_and_deadlock_free() {
-    for variant in [Variant::RwLock, Variant::TwoState] {
+    for variant in LOCKED {
         let r = run(variant);
         assert_eq!(r.deadlocked_threads, 0, "{variant:?} deadlocked");
         assert_eq!(r.stale_reads, 0, "{variant:?} read stale pages");
@@ -48,15 +52,16 @@ fn locked_variants_are_coherent_and_deadlock_free() {
 }
 
 #[test]
-fn two_state_runs_direct_writes_to_one_file_side_by_side() {
-    let r = run(Variant::TwoState);
-    assert!(r.max_dio_in_flight > 1, "{r:?}");
-    // With fault_in, sources mapped from the written file complete, and no
-    // write cycles more often than it has pages (at most 4 here).
-    assert_eq!(r.bad_address, 0, "{r:?}");
-    assert!(r.cycles > 0, "{r:?}");
-    assert!(r.max_cycles_per_write <= 4, "{r:?}");
-    assert_eq!(r.deadlocked_threads, 0);
+fn two_state_variants_run_direct_writes_to_one_file_side_by_side() {
+    for variant in [Variant::TwoState, Variant::TwoStateRange] {
+        let r = run(variant);
+        assert!(r.max_dio_in_flight > 1, "{r:?}");
+        // With fault_in, sources mapped from the written file complete, and
+        // no write cycles more often than it has pages (at most 4 here).
+        assert_eq!(r.bad_address, 0, "{r:?}");
+        assert!(r.max_cycles_per_write <= 4, "{r:?}");
+        assert_eq!(r.deadlocked_threads, 0);
+    }
 }
 
 #[test]
@@ -80,6 +85,16 @@ fn same_file_source_is_a_bad_address_only_with_the_seed_protocol() {
             match (variant, faults) {
                 (Variant::TwoState, FaultProtocol::Seed) => {
                     assert!(matches!(r, Err(OpError::BadAddress)))
+                }
+                _ => assert!(r.is_ok(), "{variant:?} {faults:?}: {r:?}"),
+            }
+            // With a lock per page, the seed's protocol refuses only a
+            // source page inside the written range.
+            let overlapping = Source::Mapped { file: 0, first: 1 };
+            let r = e.direct_write(0, 0, 2, overlapping, 2);
+            match (variant, faults) {
+                (Variant::TwoState | Variant::TwoStateRange, FaultProtocol::Seed) => {
+                    assert!(matches!(r, Err(OpError::BadAddress)), "{variant:?}: {r:?}")
                 }
                 _ => assert!(r.is_ok(), "{variant:?} {faults:?}: {r:?}"),
             }
@@ -157,48 +172,134 @@ fn direct_writes_from_a_buffer_mapped_from_the_same_file_complete() {
 /// Direct reads share the `Block` phase with hole punches and with each
 /// other's write-backs: a read may see a punch before it is published, and a
 /// punch must not let an in-flight write-back land over its hole. Both once
-/// showed up as stale reads in `two-state` only (the other variants never
-/// run two `Block` operations at once).
+/// showed up as stale reads in `two-state` only (the reader/writer lock never
+/// runs two `Block` operations at once). A buffered write refills the hole
+/// each time, and a buffered reader adds the page back between punches.
 #[test]
 fn hole_punches_racing_direct_reads_stay_coherent() {
-    let dir = TempDir::new(&std::env::temp_dir()).unwrap();
-    let cfg = Config {
-        files: 1,
-        pages: 8,
-        read_window: Duration::ZERO,
-        io_delay: Duration::ZERO,
-        faults: FaultProtocol::Total,
-    };
-    let e = Engine::create(dir.path(), Variant::TwoState, cfg).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let (mut punches, mut reads) = (0, 0);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut version = 1;
-            while std::time::Instant::now() < deadline {
-                version += 2;
-                e.write(0, 3, version).unwrap();
-                e.punch_hole(0, 3, 1, version + 1).unwrap();
-                punches += 1;
-            }
-        });
-        for _ in 0..2 {
+    for variant in LOCKED {
+        let dir = TempDir::new(&std::env::temp_dir()).unwrap();
+        let cfg = Config {
+            files: 1,
+            pages: 8,
+            read_window: Duration::ZERO,
+            io_delay: Duration::ZERO,
+            faults: FaultProtocol::Total,
+        };
+        let e = Engine::create(dir.path(), variant, cfg).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let (mut punches, mut reads) = (0, 0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut version = 1;
+                while std::time::Instant::now() < deadline {
+                    version += 2;
+                    e.write(0, 3, version).unwrap();
+                    e.punch_hole(0, 3, 1, version + 1).unwrap();
+                    punches += 1;
+                }
+            });
+            s.spawn(|| {
+                while std::time::Instant::now() < deadline {
+                    e.read(0, 3).unwrap();
+                }
+            });
             s.spawn(|| {
                 while std::time::Instant::now() < deadline {
                     e.direct_read(0, 0, 8).unwrap();
                 }
             });
-        }
-        while std::time::Instant::now() < deadline {
-            e.direct_read(0, 2, 3).unwrap();
-            reads += 1;
-        }
-    });
-    let stale = e
-        .stats
-        .stale_reads
-        .load(std::sync::atomic::Ordering::Relaxed);
-    println!("{punches} punches, {reads}+ direct reads, {stale} stale");
-    assert!(punches > 0 && reads > 0);
-    assert_eq!(stale, 0);
+            while std::time::Instant::now() < deadline {
+                e.direct_read(0, 2, 3).unwrap();
+                reads += 1;
+            }
+        });
+        let stale = e.stats.stale_reads.load(Relaxed);
+        println!("{variant:?}: {punches} punches, {reads}+ direct reads, {stale} stale");
+        assert!(punches > 0 && reads > 0);
+        assert_eq!(stale, 0, "{variant:?}");
+    }
+}
+
+/// In the style of xfstests generic/133: buffered and direct readers and
+/// writers on one file at once. No deadlock, no stale read, and at the end
+/// every page holds its last version, on disk (a direct read) and in the
+/// cache (a buffered read). (With `InvalidateTwice` in `LOCKED`, this test
+/// and the one above fail on stale reads.)
+#[test]
+fn buffered_and_direct_readers_and_writers_on_one_file() {
+    const PAGES: u64 = 64;
+    const WRITERS: u64 = 4;
+    for variant in LOCKED {
+        let dir = TempDir::new(&std::env::temp_dir()).unwrap();
+        let cfg = Config {
+            files: 1,
+            pages: PAGES,
+            read_window: Duration::from_micros(50),
+            io_delay: Duration::ZERO,
+            faults: FaultProtocol::Total,
+        };
+        let e = Engine::create(dir.path(), variant, cfg).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+        let last: Vec<Vec<u64>> = std::thread::scope(|s| {
+            // Readers: buffered and direct, anywhere in the file.
+            for id in 0..4u64 {
+                let e = &e;
+                s.spawn(move || {
+                    let mut rng = fastrand::Rng::with_seed(id);
+                    while std::time::Instant::now() < deadline {
+                        if id % 2 == 0 {
+                            e.read(0, rng.u64(..PAGES)).unwrap();
+                        } else {
+                            e.direct_read(0, rng.u64(..PAGES - 4), 4).unwrap();
+                        }
+                    }
+                });
+            }
+            // Writers: each owns the pages p with p % WRITERS == id, and
+            // writes them buffered, direct, or direct from a buffer mapped
+            // from the same file.
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|id| {
+                    let e = &e;
+                    s.spawn(move || {
+                        let mut rng = fastrand::Rng::with_seed(100 + id);
+                        let mut last = vec![1u64; PAGES as usize];
+                        let mut version = 1;
+                        while std::time::Instant::now() < deadline {
+                            version += 1;
+                            let page = rng.u64(..PAGES / WRITERS) * WRITERS + id;
+                            let mapped = Source::Mapped {
+                                file: 0,
+                                first: rng.u64(..PAGES),
+                            };
+                            match rng.u8(..3) {
+                                0 => e.write(0, page, version).unwrap(),
+                                1 => e.direct_write(0, page, 1, Source::Memory, version).unwrap(),
+                                _ => e.direct_write(0, page, 1, mapped, version).unwrap(),
+                            }
+                            last[page as usize] = version;
+                        }
+                        last
+                    })
+                })
+                .collect();
+            writers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let expected: Vec<Option<u64>> = (0..PAGES)
+            .map(|p| Some(last[(p % WRITERS) as usize][p as usize]))
+            .collect();
+        let on_disk = e.direct_read(0, 0, PAGES).unwrap();
+        assert_eq!(on_disk, expected, "{variant:?}: on disk");
+        let cached: Vec<Option<u64>> = (0..PAGES).map(|p| e.read(0, p).unwrap()).collect();
+        assert_eq!(cached, expected, "{variant:?}: in the cache");
+        let s = &e.stats;
+        assert_eq!(s.stale_reads.load(Relaxed), 0, "{variant:?}");
+        println!(
+            "{variant:?}: {} direct writes, {} buffered writes, {} reads",
+            s.direct_writes.load(Relaxed),
+            s.buffered_writes.load(Relaxed),
+            s.buffered_reads.load(Relaxed) + s.direct_reads.load(Relaxed)
+        );
+    }
 }

@@ -46,30 +46,49 @@ fn throughput<S: Subject>(
     run: Duration,
     op: impl Fn(&S, &mut fastrand::Rng) + Send + Sync + 'static,
 ) -> f64 {
-    let lock = Arc::new(S::default());
     let op = Arc::new(op);
-    let ops = Arc::new(AtomicU64::new(0));
-    let start = Arc::new(Barrier::new(threads + 1));
+    let (ops, span) = run_threads::<S>(threads, move |lock, _, rng| {
+        let deadline = Instant::now() + run;
+        let mut n = 0;
+        // The clock is read every 64 ops: reading it costs about as much as
+        // an uncontended lock and unlock.
+        while n % 64 != 0 || Instant::now() < deadline {
+            op(lock, rng);
+            n += 1;
+        }
+        n
+    });
+    ops as f64 / span.as_secs_f64()
+}
+
+/// Runs `body` (given the lock, the thread's index and a random number
+/// generator) on `threads` threads over one lock, started together, and
+/// returns the operations they report and the time from the first start to
+/// the last finish, as the threads saw it (the main thread may be scheduled
+/// late on a busy machine, so it does not hold the clock).
+fn run_threads<S: Subject>(
+    threads: usize,
+    body: impl Fn(&S, usize, &mut fastrand::Rng) -> u64 + Send + Sync + 'static,
+) -> (u64, Duration) {
+    let lock = Arc::new(S::default());
+    let body = Arc::new(body);
+    let start = Arc::new(Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let (lock, op, ops, start) = (lock.clone(), op.clone(), ops.clone(), start.clone());
+            let (lock, body, start) = (lock.clone(), body.clone(), start.clone());
             thread::spawn(move || {
                 let mut rng = fastrand::Rng::with_seed(t as u64);
                 start.wait();
-                let deadline = Instant::now() + run;
-                let mut n = 0;
-                while Instant::now() < deadline {
-                    op(&lock, &mut rng);
-                    n += 1;
-                }
-                ops.fetch_add(n, Relaxed);
+                let began = Instant::now();
+                let ops = body(&lock, t, &mut rng);
+                (ops, began, Instant::now())
             })
         })
         .collect();
-    start.wait();
-    let t = Instant::now();
-    handles.into_iter().for_each(|h| h.join().unwrap());
-    ops.load(Relaxed) as f64 / t.elapsed().as_secs_f64()
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let first = results.iter().map(|r| r.1).min().unwrap();
+    let last = results.iter().map(|r| r.2).max().unwrap();
+    (results.iter().map(|r| r.0).sum(), last - first)
 }
 
 // ---------------------------------------------------------------- direct I/O
@@ -296,43 +315,130 @@ fn plot_fairness(
 
 // ------------------------------------------------------------------- mixed
 
-const RATIOS: [u32; 4] = [100, 99, 90, 50];
-const MIXED_THREADS: usize = 4;
+/// One contended workload: `threads` threads, each op takes `Add` with
+/// probability `add_pct` % (else `Block`) around a short critical section.
+#[derive(Clone, Copy)]
+struct Mix {
+    label: &'static str,
+    threads: usize,
+    add_pct: u32,
+}
 
-fn mixed<S: Subject>(s: &Settings) -> (&'static str, Vec<f64>) {
-    let rates = RATIOS
-        .iter()
-        .map(|&add_pct| {
-            throughput::<S>(MIXED_THREADS, s.run, move |l, rng| {
-                let class = if rng.u32(..100) < add_pct {
-                    Class::Add
-                } else {
-                    Class::Block
-                };
-                l.with(class, short_work);
-            })
-        })
-        .collect();
-    (S::NAME, rates)
+const MIXES: [Mix; 5] = [
+    Mix {
+        label: "Add only, 2 threads",
+        threads: 2,
+        add_pct: 100,
+    },
+    Mix {
+        label: "Add only, 4 threads",
+        threads: 4,
+        add_pct: 100,
+    },
+    Mix {
+        label: "99:1, 4 threads",
+        threads: 4,
+        add_pct: 99,
+    },
+    Mix {
+        label: "90:10, 4 threads",
+        threads: 4,
+        add_pct: 90,
+    },
+    Mix {
+        label: "50:50, 4 threads",
+        threads: 4,
+        add_pct: 50,
+    },
+];
+
+#[inline]
+fn mixed_op<S: Subject>(lock: &S, rng: &mut fastrand::Rng, add_pct: u32) {
+    let class = if add_pct == 100 || rng.u32(..100) < add_pct {
+        Class::Add
+    } else {
+        Class::Block
+    };
+    lock.with(class, short_work);
+}
+
+/// Fixed time: every thread runs for `run`. Million ops/s.
+fn mixed_fixed_time<S: Subject>(mix: Mix, run: Duration) -> f64 {
+    throughput::<S>(mix.threads, run, move |l, rng| {
+        mixed_op(l, rng, mix.add_pct)
+    }) / 1e6
+}
+
+/// Fixed work: every thread does `ops` operations; the time is until the
+/// last one finishes, so a thread the lock starves holds the result back.
+/// Million ops/s.
+fn mixed_fixed_work<S: Subject>(mix: Mix, ops: u64) -> f64 {
+    let (done, span) = run_threads::<S>(mix.threads, move |lock, _, rng| {
+        for _ in 0..ops {
+            mixed_op(lock, rng, mix.add_pct);
+        }
+        ops
+    });
+    done as f64 / span.as_secs_f64() / 1e6
 }
 
 fn print_mixed(s: &Settings) {
-    println!("## Mixed throughput\n");
+    println!("## Contended throughput\n");
+    // Interleaved rounds, each lock once per round, medians: on a shared
+    // machine the speed of contended cache lines drifts by 2-3x over a run,
+    // and running one lock after another would compare the drift.
+    let (rounds, slice, ops) = if s.run < Duration::from_secs(1) {
+        (2, Duration::from_millis(50), 20_000)
+    } else {
+        (9, Duration::from_millis(150), 300_000)
+    };
     println!(
-        "{MIXED_THREADS} threads on one lock, each op picks `Add` or `Block` at the given ratio and holds it for a short critical section. Million ops/s (higher is better); last column: the 90:10 rate relative to the reference.\n"
+        "Threads on one lock; each op takes `Add` (a reader/writer lock: read) or `Block` (write) at the given ratio around a short critical section. Million ops/s, higher is better, in two views: **fixed time** (every thread runs for {} ms; a lock that lets some threads hog it can score high) and **fixed work** (every thread does {ops} ops; the time is until the last finishes, so starving a thread costs). Each figure is the median of {rounds} rounds, the locks taking turns within a round. Last row: `two-state` against the best of std and parking_lot.\n",
+        slice.as_millis()
     );
-    let rows = for_each_lock!(mixed, s);
-    print!("| lock |");
-    RATIOS.iter().for_each(|r| print!(" {r}:{} |", 100 - r));
-    println!(" 90:10 vs reference |");
-    println!("| --- |{} ---: |", " ---: |".repeat(RATIOS.len()));
-    let reference = rows[3].1[2];
-    for (name, rates) in &rows {
-        print!("| {name} |");
-        rates.iter().for_each(|r| print!(" {:.2} |", r / 1e6));
-        println!(" {:.2}x |", rates[2] / reference);
+    type Measure = fn(Mix, Duration, u64) -> f64;
+    fn measures<S: Subject>() -> [Measure; 2] {
+        [
+            |m, slice, _| mixed_fixed_time::<S>(m, slice),
+            |m, _, ops| mixed_fixed_work::<S>(m, ops),
+        ]
     }
-    println!();
+    let locks: [(&str, [Measure; 2]); 4] = [
+        (<TwoStateLock as Subject>::NAME, measures::<TwoStateLock>()),
+        (<StdRwLock as Subject>::NAME, measures::<StdRwLock>()),
+        (ParkingLotRwLock::NAME, measures::<ParkingLotRwLock>()),
+        (Reference::NAME, measures::<Reference>()),
+    ];
+    for (view, label) in ["fixed time", "fixed work"].into_iter().enumerate() {
+        // medians[lock][mix]
+        let mut medians = vec![vec![0.0; MIXES.len()]; locks.len()];
+        for (m, &mix) in MIXES.iter().enumerate() {
+            let mut samples = vec![Vec::new(); locks.len()];
+            for _ in 0..rounds {
+                for (l, (_, measure)) in locks.iter().enumerate() {
+                    samples[l].push(measure[view](mix, slice, ops));
+                }
+            }
+            for (l, mut v) in samples.into_iter().enumerate() {
+                v.sort_by(f64::total_cmp);
+                medians[l][m] = v[v.len() / 2];
+            }
+        }
+        print!("| {label} |");
+        MIXES.iter().for_each(|m| print!(" {} |", m.label));
+        println!();
+        println!("| --- |{}", " ---: |".repeat(MIXES.len()));
+        for (l, (name, _)) in locks.iter().enumerate() {
+            print!("| {name} |");
+            medians[l].iter().for_each(|v| print!(" {v:.2} |"));
+            println!();
+        }
+        print!("| two-state vs best of std, parking_lot |");
+        for ((ours, std), pl) in medians[0].iter().zip(&medians[1]).zip(&medians[2]) {
+            print!(" {:.2}x |", ours / std.max(*pl));
+        }
+        println!("\n");
+    }
 }
 
 // ------------------------------------------------------------------- ranges
@@ -386,15 +492,15 @@ impl RangeLocking for StdRwLock {
 /// holds for `RANGE_HOLD`. Operations/s of both together.
 fn disjoint_ranges<S: RangeLocking>(n: usize, run: Duration) -> f64 {
     let lock = Arc::new(S::create());
-    let ops = Arc::new(AtomicU64::new(0));
-    let start = Arc::new(Barrier::new(2 * n + 1));
+    let start = Arc::new(Barrier::new(2 * n));
     let handles: Vec<_> = (0..2 * n)
         .map(|t| {
-            let (lock, ops, start) = (lock.clone(), ops.clone(), start.clone());
+            let (lock, start) = (lock.clone(), start.clone());
             thread::spawn(move || {
                 let mut rng = fastrand::Rng::with_seed(t as u64);
                 start.wait();
-                let deadline = Instant::now() + run;
+                let began = Instant::now();
+                let deadline = began + run;
                 let mut done = 0;
                 while Instant::now() < deadline {
                     let len = rng.u64(1..=4);
@@ -406,14 +512,14 @@ fn disjoint_ranges<S: RangeLocking>(n: usize, run: Duration) -> f64 {
                     lock.with(first..first + len, class, || thread::sleep(RANGE_HOLD));
                     done += 1;
                 }
-                ops.fetch_add(done, Relaxed);
+                (done, began, Instant::now())
             })
         })
         .collect();
-    start.wait();
-    let t = Instant::now();
-    handles.into_iter().for_each(|h| h.join().unwrap());
-    ops.load(Relaxed) as f64 / t.elapsed().as_secs_f64()
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let first = results.iter().map(|r| r.1).min().unwrap();
+    let last = results.iter().map(|r| r.2).max().unwrap();
+    results.iter().map(|r| r.0).sum::<u64>() as f64 / (last - first).as_secs_f64()
 }
 
 fn print_ranges(s: &Settings) {

@@ -14,6 +14,7 @@ use crate::lock::TwoStateLock;
 use crate::raw::Class;
 use crate::table::{LockTable, RangeGuard};
 use crate::thread::{self, LockSet};
+use crate::validate::Site;
 
 /// Why [`TwoStateLock::lock_fault`] did not return a guard.
 ///
@@ -52,41 +53,43 @@ impl fmt::Display for FaultError {
 
 impl std::error::Error for FaultError {}
 
-/// `fault_in` on one lock of this crate (a `TwoStateLock` or a table's).
-pub(crate) fn fault_in<R>(lock: &TwoStateLock, f: impl FnOnce() -> R) -> R {
+/// `fault_in` on one lock of this crate (a `TwoStateLock` or a table's),
+/// asked for at `site`.
+pub(crate) fn fault_in<R>(lock: &TwoStateLock, site: Site, f: impl FnOnce() -> R) -> R {
     let held = thread::held_mappings(&lock.raw);
     match held.holds_it {
         // A held mapping holds Add on this lock: the fault is admitted.
         Some(Class::Add) => return f(),
         // The fault would wait for this thread's own Block: cycle it.
-        Some(Class::Block) => return thread::cycle(&lock.raw, || with_add(lock, f)),
+        Some(Class::Block) => return thread::cycle(&lock.raw, || with_add(lock, site, f)),
         None => {}
     }
     if !held.any_at_or_after {
         // No held mapping, or all in lock order: wait as usual.
-        return with_add(lock, f);
+        return with_add(lock, site, f);
     }
-    match lock.try_lock(Class::Add) {
+    match lock.try_lock_at(Class::Add, site) {
         Some(add) => {
             let value = f();
             drop(add);
             value
         }
-        None => thread::cycle(&lock.raw, || with_add(lock, f)),
+        None => thread::cycle(&lock.raw, || with_add(lock, site, f)),
     }
 }
 
 /// Runs `f` holding `Add` on `lock`, taken blocking (judged by what the
-/// thread holds now) and released after `f`, also when it unwinds.
-fn with_add<R>(lock: &TwoStateLock, f: impl FnOnce() -> R) -> R {
-    let add = lock.lock(Class::Add);
+/// thread holds now) and released after `f`, also when it unwinds. The
+/// fault protocol handles order itself: lock validation does not count it.
+fn with_add<R>(lock: &TwoStateLock, site: Site, f: impl FnOnce() -> R) -> R {
+    let add = lock.lock_at(Class::Add, site, false);
     let value = f();
     drop(add);
     value
 }
 
-/// `lock_fault` on one lock of this crate.
-pub(crate) fn lock_fault(lock: &TwoStateLock) -> Result<Guard<'_>, FaultError> {
+/// `lock_fault` on one lock of this crate, asked for at `site`.
+pub(crate) fn lock_fault(lock: &TwoStateLock, site: Site) -> Result<Guard<'_>, FaultError> {
     let held = thread::held_mappings(&lock.raw);
     if held.holds_it.is_some() {
         return Err(FaultError::SameMapping);
@@ -94,9 +97,9 @@ pub(crate) fn lock_fault(lock: &TwoStateLock) -> Result<Guard<'_>, FaultError> {
     if !held.any_at_or_after {
         // No held mapping, or all in lock order: wait as usual (nested, if
         // a scope is active).
-        return Ok(lock.lock(Class::Add));
+        return Ok(lock.lock_at(Class::Add, site, false));
     }
-    if let Some(guard) = lock.try_lock(Class::Add) {
+    if let Some(guard) = lock.try_lock_at(Class::Add, site) {
         return Ok(guard);
     }
     thread::cycle(&lock.raw, || {
@@ -104,7 +107,7 @@ pub(crate) fn lock_fault(lock: &TwoStateLock) -> Result<Guard<'_>, FaultError> {
         tests::failpoint();
         // Wait until this lock admits Add, judged by what the thread still
         // holds after the release.
-        drop(lock.lock(Class::Add));
+        drop(lock.lock_at(Class::Add, site, false));
     });
     Err(FaultError::OrderingViolation)
 }
@@ -183,8 +186,9 @@ impl TwoStateLock {
     /// assert_eq!(file.state().class, Class::Block);
     /// # drop(dio);
     /// ```
+    #[cfg_attr(validate, track_caller)]
     pub fn fault_in<R>(&self, f: impl FnOnce() -> R) -> R {
-        fault_in(self, f)
+        fault_in(self, Site::caller(), f)
     }
 
     /// Takes `Add` on this lock for a page fault, following the seed's fault
@@ -219,8 +223,9 @@ impl TwoStateLock {
     /// let r = dio.faults_disabled(|| high.lock_fault().map(drop));
     /// assert_eq!(r.value, Err(FaultError::SameMapping));
     /// ```
+    #[cfg_attr(validate, track_caller)]
     pub fn lock_fault(&self) -> Result<Guard<'_>, FaultError> {
-        lock_fault(self)
+        lock_fault(self, Site::caller())
     }
 }
 
@@ -304,8 +309,9 @@ impl LockTable {
     /// assert_eq!(pinned.value, 1);
     /// # drop(dio);
     /// ```
+    #[cfg_attr(validate, track_caller)]
     pub fn fault_in<R>(&self, object: u64, stripe: u64, f: impl FnOnce() -> R) -> R {
-        fault_in(self.lock_for(object, stripe), f)
+        fault_in(self.lock_for(object, stripe), Site::caller(), f)
     }
 
     /// [`TwoStateLock::lock_fault`] (the seed's protocol) on the lock that
@@ -318,8 +324,9 @@ impl LockTable {
     /// let r = dio.faults_disabled(|| table.lock_fault(1, 1).map(drop));
     /// assert_eq!(r.value, Err(FaultError::SameMapping));
     /// ```
+    #[cfg_attr(validate, track_caller)]
     pub fn lock_fault(&self, object: u64, stripe: u64) -> Result<Guard<'_>, FaultError> {
-        lock_fault(self.lock_for(object, stripe))
+        lock_fault(self.lock_for(object, stripe), Site::caller())
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::lock::TwoStateLock;
 use crate::raw::Class;
 use crate::thread::{self, LockSet, Scoped};
+use crate::validate::{self, Site};
 
 /// A hold of one class on a [`TwoStateLock`], released when dropped.
 ///
@@ -40,10 +41,12 @@ pub struct Guard<'a> {
 }
 
 impl<'a> Guard<'a> {
-    /// Wraps a hold the caller has just taken, and counts it in this thread.
+    /// Wraps a hold the caller has just taken (asked for at `site`), and
+    /// counts it in this thread.
     #[inline]
-    pub(crate) fn new(lock: &'a TwoStateLock, class: Class) -> Self {
+    pub(crate) fn new(lock: &'a TwoStateLock, class: Class, site: Site) -> Self {
         thread::hold_taken();
+        validate::acquired(&lock.raw, class, site);
         Guard {
             lock,
             class,
@@ -111,6 +114,7 @@ impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.lock.raw.unlock(self.class);
         thread::holds_released(1);
+        validate::released(&self.lock.raw, self.class);
     }
 }
 

@@ -8,6 +8,7 @@ mod raw;
 mod sync;
 mod table;
 mod thread;
+mod validate;
 
 pub use fault::FaultError;
 pub use guard::{ArcGuard, Guard};

@@ -8,6 +8,7 @@ use crate::guard::{ArcGuard, Guard};
 use crate::raw::{Admission, Class, LockState, RawLock};
 use crate::sync::const_fn_unless_loom;
 use crate::thread;
+use crate::validate::{self, Site};
 
 /// A lock with two mutually exclusive shared classes, [`Class::Add`] and
 /// [`Class::Block`]: any number of holders of one class at once, never both.
@@ -71,9 +72,19 @@ impl TwoStateLock {
     /// assert_eq!(guard.class(), Class::Add);
     /// ```
     #[inline]
+    #[cfg_attr(validate, track_caller)]
     pub fn lock(&self, class: Class) -> Guard<'_> {
+        self.lock_at(class, Site::caller(), true)
+    }
+
+    /// [`lock`](Self::lock) on behalf of the caller at `site`; `order`:
+    /// lock validation counts it in the lock order (the fault protocol's own
+    /// acquisitions do not).
+    #[inline]
+    pub(crate) fn lock_at(&self, class: Class, site: Site, order: bool) -> Guard<'_> {
+        validate::before_blocking(&self.raw, class, site, order);
         self.acquire(class);
-        Guard::new(self, class)
+        Guard::new(self, class, site)
     }
 
     /// Takes a hold of `class` as a nested acquisition: it waits only while
@@ -96,9 +107,12 @@ impl TwoStateLock {
     /// # drop((fault, in_flight));
     /// ```
     #[inline]
+    #[cfg_attr(validate, track_caller)]
     pub fn lock_nested(&self, class: Class) -> Guard<'_> {
+        let site = Site::caller();
+        validate::before_blocking(&self.raw, class, site, false);
         self.raw.lock(class, Admission::Nested);
-        Guard::new(self, class)
+        Guard::new(self, class, site)
     }
 
     /// Takes a hold of `class` if the lock admits it now, under the same rules
@@ -116,8 +130,16 @@ impl TwoStateLock {
     /// # drop(add);
     /// ```
     #[inline]
+    #[cfg_attr(validate, track_caller)]
     pub fn try_lock(&self, class: Class) -> Option<Guard<'_>> {
-        self.try_acquire(class).then(|| Guard::new(self, class))
+        self.try_lock_at(class, Site::caller())
+    }
+
+    /// [`try_lock`](Self::try_lock) on behalf of the caller at `site`.
+    #[inline]
+    pub(crate) fn try_lock_at(&self, class: Class, site: Site) -> Option<Guard<'_>> {
+        self.try_acquire(class)
+            .then(|| Guard::new(self, class, site))
     }
 
     /// Like [`lock`](Self::lock), for a hold that outlives the borrow: taken
@@ -134,7 +156,9 @@ impl TwoStateLock {
     /// assert_eq!(lock.state().holders, 0);
     /// ```
     #[inline]
+    #[cfg_attr(validate, track_caller)]
     pub fn lock_arc(self: &Arc<Self>, class: Class) -> ArcGuard {
+        validate::before_blocking(&self.raw, class, Site::caller(), true);
         self.acquire(class);
         ArcGuard::new(Arc::clone(self), class)
     }
@@ -233,3 +257,12 @@ impl fmt::Debug for TwoStateLock {
 
 // `TwoStateLock` is Send + Sync automatically: it holds only atomics, and all
 // of its methods take `&self`.
+
+#[cfg(validate)]
+impl Drop for TwoStateLock {
+    /// Lock validation forgets the lock's orders, so that a new lock at the
+    /// same address starts with none.
+    fn drop(&mut self) {
+        validate::lock_dropped(&self.raw);
+    }
+}

@@ -82,8 +82,16 @@ impl Class {
 // in by an earlier hand-off's late wake-up leaves it set with nobody behind
 // it, and the lock is eventually handed to a class that never arrives.)
 //
-// "Count 0, CLASS = X, X waiters > 0" is a pending hand-off to X: only X
-// (top-level or nested) and nested acquisitions of the other class get in.
+// "Count 0, CLASS = X, HANDED" is a pending hand-off to X (X waiters > 0):
+// only X (top-level or nested) and nested acquisitions of Y get in. The
+// first to enter clears HANDED.
+//
+// "Count 0, CLASS = X, not HANDED, Y waiters > 0" is a release caught
+// between its `fetch_sub` and the hand-off that follows it: the turn is
+// already Y's. Top-level X arrivals wait, counted X waiters included; Y and
+// nested X get in. The releaser then passes the turn to Y and wakes it, or,
+// if Y got in first, just wakes it; if a nested X got in, that X's release
+// hands off.
 //
 // Every way out of `lock_slow` after sign-up uncounts the thread: entering
 // (in the entering CAS) and unwinding (`Signup::drop`, e.g. at the holder
@@ -94,6 +102,9 @@ impl Class {
 const COUNT_MASK: u64 = (1 << 29) - 1;
 /// The class holding, or whose turn it is while the count is 0. Set = Block.
 const CLASS_BLOCK: u64 = 1 << 29;
+/// While the count is 0: a release handed the turn to CLASS, whose waiters
+/// are coming.
+const HANDED: u64 = 1 << 30;
 /// `Add` threads signed up to sleep (16 bits).
 const ADD_WAITERS_SHIFT: u32 = 32;
 /// `Block` threads signed up to sleep (16 bits).
@@ -148,8 +159,14 @@ pub(crate) enum Admission {
 fn is_lockable_top_level(state: u64, class: Class) -> bool {
     let other_waits = waiters(state, class.other()) != 0;
     if holders(state) == 0 {
-        // Free: take it unless a hand-off to the other class is pending.
-        class_of(state) == class || !other_waits
+        // Free: take it unless the turn is the other class's, which it is
+        // when the class bit says so, or when the other class waits and the
+        // turn was not handed to us (a release mid-hand-off).
+        if class_of(state) == class {
+            state & HANDED != 0 || !other_waits
+        } else {
+            !other_waits
+        }
     } else {
         // Join the phase unless the other class waits for its turn.
         class_of(state) == class && !other_waits
@@ -182,7 +199,7 @@ fn entered(state: u64, class: Class, counted: bool) -> u64 {
     let next = if holders(state) > 0 {
         state + 1
     } else {
-        // Take the turn: our class, waiter counts unchanged.
+        // Take the turn: our class, waiter counts unchanged, not HANDED.
         (state & WAITERS) | class.bit() | 1
     };
     if counted { next - class.waiter() } else { next }
@@ -254,6 +271,9 @@ impl RawLock {
 
     /// The uncontended acquisition: the lock is free, it is `class`'s turn
     /// and nobody waits. One compare-and-swap; on failure, the state seen.
+    /// (A load first, and a compare-and-swap from what it saw, measured
+    /// faster at 50:50 mixes, but a relaxed load per acquisition multiplies
+    /// the interleavings loom has to explore; see the README.)
     #[inline]
     pub(crate) fn try_lock_fast(&self, class: Class) -> Result<(), u64> {
         // Acquire: the holder sees what the previous holders wrote.
@@ -382,23 +402,24 @@ impl RawLock {
     }
 
     /// Takes this thread out of `class`'s waiter count without entering: it
-    /// is leaving `lock_slow` by unwinding. If it was the last waiter of a
-    /// hand-off pending to its class, the turn passes to the other class
-    /// when that one waits, as a release would have passed it.
+    /// is leaving `lock_slow` by unwinding. If that leaves the lock free with
+    /// nobody of its class coming and the other class waiting, the turn
+    /// passes to the other class, as a release would have passed it.
     #[cold]
     fn uncount(&self, class: Class) {
         let other = class.other();
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             let mut next = state - class.waiter();
-            let hand_off = holders(next) == 0
-                && class_of(next) == class
-                && waiters(next, class) == 0
-                && waiters(next, other) != 0;
+            // Free, nobody of ours left, the other class waiting: whatever
+            // the turn was (handed to us, or a release mid-hand-off), it is
+            // the other class's now.
+            let hand_off =
+                holders(next) == 0 && waiters(next, class) == 0 && waiters(next, other) != 0;
             if hand_off {
-                next = (next & WAITERS) | other.bit();
+                next = (next & WAITERS) | other.bit() | HANDED;
             }
-            // AcqRel, as a hand-off in `unlock_from`.
+            // AcqRel, as the hand-off in `hand_off`.
             match self
                 .state
                 .compare_exchange(state, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -414,60 +435,59 @@ impl RawLock {
         }
     }
 
-    /// Releases one hold of `class`.
+    /// Releases one hold of `class`: one `fetch_sub`, which cannot fail, so
+    /// that holders of one class leaving together do not retry each other.
     #[inline]
     pub(crate) fn unlock(&self, class: Class) {
-        // The last holder, nobody waiting: one compare-and-swap. Release:
-        // the next holder sees what this one wrote.
-        if let Err(state) = self.state.compare_exchange(
-            class.bit() | 1,
-            class.bit(),
-            Ordering::Release,
-            Ordering::Relaxed,
-        ) {
-            self.unlock_from(state, class);
+        // Release: the next holder sees what this one wrote.
+        let before = self.state.fetch_sub(1, Ordering::Release);
+        debug_assert!(
+            holders(before) > 0,
+            "two-state-lock: release of a lock not held"
+        );
+        debug_assert_eq!(
+            class_of(before),
+            class,
+            "two-state-lock: release of the wrong class"
+        );
+        if holders(before) == 1 && waiters(before, class.other()) != 0 {
+            self.hand_off(class, before - 1);
         }
     }
 
-    /// Releases one hold of `class` when other holders remain or someone
-    /// waits, starting from `state`, the state last seen.
+    /// The last holder of `class` left while the other class waits: passes
+    /// it the turn and wakes it (the `fetch_sub` left the turn in between,
+    /// see the state word's comment). `state`: what the release wrote.
+    #[cold]
     #[inline(never)]
-    fn unlock_from(&self, mut state: u64, class: Class) {
+    fn hand_off(&self, class: Class, mut state: u64) {
         let other = class.other();
-        let handed_off = loop {
-            debug_assert!(
-                holders(state) > 0,
-                "two-state-lock: release of a lock not held"
-            );
-            debug_assert_eq!(
-                class_of(state),
-                class,
-                "two-state-lock: release of the wrong class"
-            );
-            // One CAS computes the next state whole. A `fetch_sub` would
-            // publish "count 0, our class, other class waiting": our class
-            // could re-enter and keep the turn while the waiters sleep on.
-            // The hand-off gives the turn to the other class; its waiter
-            // count marks the hand-off pending until they have all entered.
-            let hand_off = holders(state) == 1 && waiters(state, other) != 0;
-            let (next, order) = if hand_off {
-                // AcqRel: pairs with the sleeper's sign-up CAS, so its read
-                // of the wake word happens before our bump.
-                ((state & WAITERS) | other.bit(), Ordering::AcqRel)
+        loop {
+            if holders(state) == 0 && class_of(state) == class && waiters(state, other) != 0 {
+                // AcqRel, and Acquire on failure: reading the state (ours, or
+                // a later one in its release sequence) synchronizes with the
+                // sleepers' sign-up CAS, so their reads of the wake word
+                // happen before our bump.
+                match self.state.compare_exchange(
+                    state,
+                    (state & WAITERS) | other.bit() | HANDED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => state = now,
+                }
+            } else if class_of(state) == other && waiters(state, other) != 0 {
+                // The other class got in first (or another release handed
+                // it the turn): wake its sleepers to join.
+                break;
             } else {
-                (state - 1, Ordering::Release)
-            };
-            match self
-                .state
-                .compare_exchange(state, next, order, Ordering::Relaxed)
-            {
-                Ok(_) => break hand_off,
-                Err(now) => state = now,
+                // A nested holder of our class got in, whose release hands
+                // off; or nobody waits any more.
+                return;
             }
-        };
-        if handed_off {
-            self.wake[other.index()].bump_and_wake_all();
         }
+        self.wake[other.index()].bump_and_wake_all();
     }
 
     /// Sets the state word, for unit tests of limits that would take minutes
@@ -592,7 +612,7 @@ mod tests {
     #[test]
     fn the_last_waiter_of_a_pending_hand_off_passes_the_turn_on_as_it_leaves() {
         let lock = RawLock::new();
-        let pending = Class::Add.bit() | Class::Add.waiter() | Class::Block.waiter();
+        let pending = Class::Add.bit() | HANDED | Class::Add.waiter() | Class::Block.waiter();
         lock.state.store(pending, Ordering::Relaxed);
         let seen = lock.wake[Class::Block.index()].load();
         lock.uncount(Class::Add);
@@ -603,7 +623,7 @@ mod tests {
         );
         assert_ne!(lock.wake[Class::Block.index()].load(), seen, "Block woken");
         // With another Add still coming, the hand-off to Add stays pending.
-        let pending = Class::Add.bit() | (2 * Class::Add.waiter()) | Class::Block.waiter();
+        let pending = Class::Add.bit() | HANDED | (2 * Class::Add.waiter()) | Class::Block.waiter();
         lock.state.store(pending, Ordering::Relaxed);
         lock.uncount(Class::Add);
         assert_eq!(
@@ -628,7 +648,7 @@ mod tests {
         assert!(is_lockable(held, Add, Admission::HandedOff));
         // Hand-off to Block pending: top-level Add waits, Block takes the turn
         // and a counted Block waiter uncounts itself as it enters.
-        let pending = c(0, Block, 0, 2);
+        let pending = c(0, Block, 0, 2) | HANDED;
         assert!(!is_lockable_top_level(pending, Add));
         assert!(is_lockable_top_level(pending, Block));
         assert_eq!(entered(pending, Block, true), c(1, Block, 0, 1));
@@ -637,6 +657,18 @@ mod tests {
         // hands the lock back.
         assert!(is_lockable_nested(pending, Add));
         assert_eq!(entered(pending, Add, false), c(1, Add, 0, 2));
+        // A release between its fetch_sub and its hand-off: the turn is
+        // already Block's. Top-level Add waits, even a counted one (it could
+        // not tell this from a hand-off to Add without HANDED); Block and a
+        // nested Add get in.
+        let gap = c(0, Add, 1, 2);
+        assert!(!is_lockable_top_level(gap, Add));
+        assert!(is_lockable_top_level(c(0, Add, 0, 2), Block));
+        assert!(is_lockable_nested(gap, Add));
+        assert!(
+            is_lockable_top_level(gap | HANDED, Add),
+            "a hand-off to Add"
+        );
         // The other class holds: nobody of this class gets in.
         for a in [Admission::TopLevel, Admission::Nested, Admission::HandedOff] {
             assert!(!is_lockable(c(1, Block, 0, 0), Add, a));

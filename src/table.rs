@@ -9,6 +9,7 @@ use std::ops::Range;
 use crate::lock::{TwoStateLock, raw_locks};
 use crate::raw::{Class, LockState};
 use crate::thread::{self, LockSet, Scoped};
+use crate::validate::{self, Site};
 
 /// A fixed-size table of [`TwoStateLock`]s for locking ranges of *stripes*
 /// (fixed-size pieces of an object, e.g. 64 KiB of a file) of any number of
@@ -160,23 +161,33 @@ impl LockTable {
     /// assert!(table.try_lock_range(4, 0..1, Class::Add).is_none());
     /// ```
     #[inline]
+    #[cfg_attr(validate, track_caller)]
     pub fn lock_range(&self, object: u64, stripes: Range<u64>, class: Class) -> RangeGuard<'_> {
         let (first, len) = self.span(object, &stripes);
+        let site = Site::caller();
         if len == 1 {
             // One stripe: one lock, as `TwoStateLock::lock`.
-            self.locks[first as usize].acquire(class);
+            let lock = &self.locks[first as usize];
+            validate::before_blocking(&lock.raw, class, site, true);
+            lock.acquire(class);
             thread::hold_taken();
+            validate::acquired(&lock.raw, class, site);
             return RangeGuard::new(self, first, len, class);
         }
-        self.lock_span(first, len, class)
+        self.lock_span(first, len, class, site)
     }
 
     /// `lock_range` of more than one lock.
-    fn lock_span(&self, first: u32, len: u32, class: Class) -> RangeGuard<'_> {
+    fn lock_span(&self, first: u32, len: u32, class: Class, site: Site) -> RangeGuard<'_> {
         let mut taking = Taking::new(self, first, len, class);
+        let tracked = validate::tracks_range(len);
         for index in taking.set_indices() {
-            self.locks[index].acquire(class);
-            taking.took();
+            let lock = &self.locks[index];
+            if tracked {
+                validate::before_blocking(&lock.raw, class, site, true);
+            }
+            lock.acquire(class);
+            taking.took(site);
         }
         taking.done()
     }
@@ -198,6 +209,7 @@ impl LockTable {
     /// drop(add);
     /// assert!(table.try_lock_range(1, 0..4, Class::Block).is_some());
     /// ```
+    #[cfg_attr(validate, track_caller)]
     pub fn try_lock_range(
         &self,
         object: u64,
@@ -205,12 +217,13 @@ impl LockTable {
         class: Class,
     ) -> Option<RangeGuard<'_>> {
         let (first, len) = self.span(object, &stripes);
+        let site = Site::caller();
         let mut taking = Taking::new(self, first, len, class);
         for index in taking.set_indices() {
             if !self.locks[index].try_acquire(class) {
                 return None; // `taking` releases what it took
             }
-            taking.took();
+            taking.took(site);
         }
         Some(taking.done())
     }
@@ -326,8 +339,12 @@ impl<'a> Taking<'a> {
     }
 
     /// One more lock was taken (in set order).
-    fn took(&mut self) {
+    fn took(&mut self, site: Site) {
         thread::hold_taken();
+        if validate::tracks_range(self.len) {
+            let set = self.table.lock_set(self.first, self.len);
+            validate::acquired(set.get(self.taken as usize), self.class, site);
+        }
         self.taken += 1;
     }
 
@@ -340,9 +357,20 @@ impl<'a> Taking<'a> {
 
 impl Drop for Taking<'_> {
     fn drop(&mut self) {
-        let set = self.table.lock_set(self.first, self.len);
-        set.unlock(self.class, 0, self.taken as usize);
-        thread::holds_released(self.taken as usize);
+        release(
+            self.table.lock_set(self.first, self.len),
+            self.class,
+            self.taken,
+        );
+    }
+}
+
+/// Releases the first `taken` locks of `set`, held in `class`, highest first.
+fn release(set: LockSet<'_>, class: Class, taken: u32) {
+    set.unlock(class, 0, taken as usize);
+    thread::holds_released(taken as usize);
+    if validate::tracks_range(set.len() as u32) {
+        (0..taken as usize).for_each(|p| validate::released(set.get(p), class));
     }
 }
 
@@ -471,11 +499,13 @@ impl Drop for RangeGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         if self.len == 1 {
-            self.table.locks[self.first as usize].raw.unlock(self.class);
+            let lock = &self.table.locks[self.first as usize].raw;
+            lock.unlock(self.class);
+            thread::holds_released(1);
+            validate::released(lock, self.class);
         } else {
-            self.lock_set().unlock(self.class, 0, self.len as usize);
+            release(self.lock_set(), self.class, self.len);
         }
-        thread::holds_released(self.len as usize);
     }
 }
 

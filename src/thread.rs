@@ -12,6 +12,7 @@ use std::ptr;
 
 use crate::raw::{Admission, Class, RawLock};
 use crate::sync::thread_local_const;
+use crate::validate;
 
 struct ThreadState {
     /// Holds that make this thread's acquisitions nested: every lock held
@@ -289,7 +290,11 @@ pub(crate) fn cycle<R>(lock: &RawLock, wait: impl FnOnce() -> R) -> R {
             let live = s.released.get();
             let from = s.locks.first_at_or_after(floor);
             if from < live {
-                s.locks.unlock(s.class, from, live);
+                for position in (from..live).rev() {
+                    let lock = s.locks.get(position);
+                    lock.unlock(s.class);
+                    validate::cycle_released(lock, s.class);
+                }
                 t.held.set(t.held.get() - (live - from));
                 s.released.set(from);
                 s.dropped.set(true);
@@ -327,7 +332,9 @@ fn retake_below(t: &ThreadState, limit: usize) {
             .min_by_key(|&(o, _)| o);
         let Some((_, s)) = lowest else { return };
         let position = s.released.get();
-        s.locks.get(position).lock(s.class, admission());
+        let lock = s.locks.get(position);
+        lock.lock(s.class, admission());
+        validate::cycle_retaken(lock, s.class);
         t.held.set(t.held.get() + 1);
         s.released.set(position + 1);
     }

@@ -671,3 +671,84 @@ fn fault_under_a_range(scoped: bool) {
         range.join().unwrap();
     });
 }
+
+// ------------------------------------------------- release by fetch_sub
+
+/// A release is a `fetch_sub`; when it leaves the lock free with the other
+/// class waiting, a hand-off follows. In between, a top-level `Add` (the
+/// releasing class) must not take the turn from the waiting `Block`, even
+/// while another `Add` is counted as waiting (which, without `HANDED`,
+/// reads like a hand-off to `Add`): some `Block` holds first.
+#[test]
+fn release_gap_keeps_the_turn() {
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let held = lock.lock(Class::Add);
+        let block_ran = Arc::new(AtomicBool::new(false));
+        let (l, ran) = (lock.clone(), block_ran.clone());
+        let waiter = thread::spawn(move || {
+            let _g = l.lock(Class::Block);
+            ran.store(true, SeqCst);
+        });
+        while lock.state().block_waiters == 0 {
+            thread::yield_now();
+        }
+        let spawn_adder = || {
+            let (l, ran) = (lock.clone(), block_ran.clone());
+            thread::spawn(move || {
+                let _g = l.lock(Class::Add);
+                assert!(
+                    ran.load(SeqCst),
+                    "Add re-entered ahead of a waiting Block: {:?}",
+                    l.state()
+                );
+            })
+        };
+        // One Add queues behind the Block waiter; another arrives as the
+        // release runs.
+        let queued = spawn_adder();
+        while lock.state().add_waiters == 0 {
+            thread::yield_now();
+        }
+        let late = spawn_adder();
+        drop(held);
+        for t in [waiter, queued, late] {
+            t.join().unwrap();
+        }
+        let end = lock.state();
+        assert_eq!(
+            (end.holders, end.add_waiters, end.block_waiters),
+            (0, 0, 0),
+            "{end:?}"
+        );
+    });
+}
+
+/// In the same moment a `Block` arriving top-level may get in before the
+/// hand-off; the releaser must still wake the sleeping `Block` (or it
+/// sleeps on, and the model deadlocks).
+#[test]
+fn release_gap_wakes_the_sleepers() {
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let held = lock.lock(Class::Add);
+        let spawn_blocker = || {
+            let l = lock.clone();
+            thread::spawn(move || drop(l.lock(Class::Block)))
+        };
+        let waiter = spawn_blocker();
+        while lock.state().block_waiters == 0 {
+            thread::yield_now();
+        }
+        let late = spawn_blocker();
+        drop(held);
+        waiter.join().unwrap();
+        late.join().unwrap();
+        let end = lock.state();
+        assert_eq!(
+            (end.holders, end.add_waiters, end.block_waiters),
+            (0, 0, 0),
+            "{end:?}"
+        );
+    });
+}

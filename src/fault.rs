@@ -13,7 +13,7 @@ use crate::guard::{ArcGuard, Guard};
 use crate::lock::TwoStateLock;
 use crate::raw::Class;
 use crate::table::{LockTable, RangeGuard};
-use crate::thread::{self, LockSet};
+use crate::thread::{self, Holds};
 use crate::validate::Site;
 
 /// Why [`TwoStateLock::lock_fault`] did not return a guard.
@@ -113,18 +113,15 @@ pub(crate) fn lock_fault(lock: &TwoStateLock, site: Site) -> Result<Guard<'_>, F
 }
 
 /// The cycle-and-retry loop behind `retry_faults`: runs `step` in a scope
-/// of `locks` until it returns something other than `OrderingViolation`,
+/// of `holds` until it returns something other than `OrderingViolation`,
 /// calling `revalidate` after every scope whose holds were cycled.
 fn retry<R>(
-    locks: LockSet<'_>,
-    class: Class,
-    counted_by_guard: bool,
-    owner: *const (),
+    holds: Holds<'_>,
     mut revalidate: impl FnMut(),
     mut step: impl FnMut() -> Result<R, FaultError>,
 ) -> Result<R, FaultError> {
     loop {
-        let scoped = thread::with_scope(locks, class, counted_by_guard, owner, &mut step);
+        let scoped = thread::with_scope(holds, &mut step);
         if scoped.locks_dropped {
             revalidate();
         }
@@ -162,8 +159,9 @@ impl TwoStateLock {
     /// n pages cycles at most n times. After the pinning loop, if the scope
     /// reports `locks_dropped`, re-invalidate the range once (pages may have
     /// been added while the hold was down), then issue the I/O. `f` runs
-    /// while the cycled holds are down: keep it to the fault's own work, and
-    /// take no further faults in it.
+    /// while the cycled holds are down: keep it to the fault's own work. A
+    /// fault inside `f` follows the protocol too (each cycle re-takes what
+    /// it released), but the fault's own `Add` hold is not a held mapping.
     ///
     /// Use `fault_in` for new code. [`lock_fault`](Self::lock_fault) is the
     /// seed's protocol, for callers that want a same-mapping fault to fail
@@ -263,9 +261,7 @@ impl Guard<'_> {
         revalidate: impl FnMut(),
         step: impl FnMut() -> Result<R, FaultError>,
     ) -> Result<R, FaultError> {
-        let owner = self as *const Self as *const ();
-        let locks = LockSet::one(&self.lock().raw);
-        retry(locks, self.class(), true, owner, revalidate, step)
+        retry(self.holds(), revalidate, step)
     }
 }
 
@@ -285,9 +281,7 @@ impl ArcGuard {
         revalidate: impl FnMut(),
         step: impl FnMut() -> Result<R, FaultError>,
     ) -> Result<R, FaultError> {
-        let owner = self as *const Self as *const ();
-        let locks = LockSet::one(&self.lock().raw);
-        retry(locks, self.class(), false, owner, revalidate, step)
+        retry(self.holds(), revalidate, step)
     }
 }
 
@@ -351,8 +345,7 @@ impl RangeGuard<'_> {
         revalidate: impl FnMut(),
         step: impl FnMut() -> Result<R, FaultError>,
     ) -> Result<R, FaultError> {
-        let owner = self as *const Self as *const ();
-        retry(self.lock_set(), self.class(), true, owner, revalidate, step)
+        retry(self.holds(), revalidate, step)
     }
 }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::lock::TwoStateLock;
 use crate::raw::Class;
-use crate::thread::{self, LockSet, Scoped};
-use crate::validate::{self, Site};
+use crate::thread::{self, Holds, LockSet, Scoped};
+use crate::validate::{self, Record, Site};
 
 /// A hold of one class on a [`TwoStateLock`], released when dropped.
 ///
@@ -37,6 +37,8 @@ use crate::validate::{self, Site};
 pub struct Guard<'a> {
     lock: &'a TwoStateLock,
     class: Class,
+    /// Lock validation's record of the hold (nothing when it is off).
+    record: Record,
     _not_send_or_sync: PhantomData<*const ()>,
 }
 
@@ -46,10 +48,10 @@ impl<'a> Guard<'a> {
     #[inline]
     pub(crate) fn new(lock: &'a TwoStateLock, class: Class, site: Site) -> Self {
         thread::hold_taken();
-        validate::acquired(&lock.raw, class, site);
         Guard {
             lock,
             class,
+            record: validate::acquired(&lock.raw, class, site),
             _not_send_or_sync: PhantomData,
         }
     }
@@ -90,8 +92,18 @@ impl<'a> Guard<'a> {
     /// assert!(pinned.locks_dropped); // re-invalidate before the I/O
     /// ```
     pub fn faults_disabled<R>(&self, f: impl FnOnce() -> R) -> Scoped<R> {
-        let owner = self as *const Self as *const ();
-        thread::with_scope(LockSet::one(&self.lock.raw), self.class, true, owner, f)
+        thread::with_scope(self.holds(), f)
+    }
+
+    /// This hold as held mappings.
+    pub(crate) fn holds(&self) -> Holds<'_> {
+        Holds {
+            locks: LockSet::one(&self.lock.raw),
+            class: self.class,
+            counted_by_guard: true,
+            owner: self as *const Self as *const (),
+            record: self.record,
+        }
     }
 
     /// The lock this guard holds.
@@ -114,7 +126,7 @@ impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.lock.raw.unlock(self.class);
         thread::holds_released(1);
-        validate::released(&self.lock.raw, self.class);
+        validate::released(self.record);
     }
 }
 
@@ -218,8 +230,19 @@ impl ArcGuard {
     /// assert_eq!((r.value, r.locks_dropped), (7, true));
     /// ```
     pub fn faults_disabled<R>(&self, f: impl FnOnce() -> R) -> Scoped<R> {
-        let owner = self as *const Self as *const ();
-        thread::with_scope(LockSet::one(&self.lock.raw), self.class, false, owner, f)
+        thread::with_scope(self.holds(), f)
+    }
+
+    /// This hold as held mappings (counted as this thread's while a scope
+    /// is active; lock validation does not track it).
+    pub(crate) fn holds(&self) -> Holds<'_> {
+        Holds {
+            locks: LockSet::one(&self.lock.raw),
+            class: self.class,
+            counted_by_guard: false,
+            owner: self as *const Self as *const (),
+            record: Record::NONE,
+        }
     }
 }
 

@@ -402,21 +402,21 @@ impl RawLock {
     }
 
     /// Takes this thread out of `class`'s waiter count without entering: it
-    /// is leaving `lock_slow` by unwinding. If that leaves the lock free with
-    /// nobody of its class coming and the other class waiting, the turn
-    /// passes to the other class, as a release would have passed it.
+    /// is leaving `lock_slow` by unwinding. If nobody of its class is left
+    /// waiting while the other class waits, that class must not wait on for
+    /// it: if the lock is free, the turn passes to the other class, as a
+    /// release would have passed it; if the other class holds, its waiters
+    /// (queued behind this one) are woken to join.
     #[cold]
     fn uncount(&self, class: Class) {
         let other = class.other();
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             let mut next = state - class.waiter();
-            // Free, nobody of ours left, the other class waiting: whatever
-            // the turn was (handed to us, or a release mid-hand-off), it is
-            // the other class's now.
-            let hand_off =
-                holders(next) == 0 && waiters(next, class) == 0 && waiters(next, other) != 0;
-            if hand_off {
+            let last = waiters(next, class) == 0 && waiters(next, other) != 0;
+            let pass_turn = last && holders(next) == 0;
+            let wake = pass_turn || (last && class_of(next) == other);
+            if pass_turn {
                 next = (next & WAITERS) | other.bit() | HANDED;
             }
             // AcqRel, as the hand-off in `hand_off`.
@@ -425,7 +425,7 @@ impl RawLock {
                 .compare_exchange(state, next, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    if hand_off {
+                    if wake {
                         self.wake[other.index()].bump_and_wake_all();
                     }
                     return;
@@ -610,7 +610,7 @@ mod tests {
     }
 
     #[test]
-    fn the_last_waiter_of_a_pending_hand_off_passes_the_turn_on_as_it_leaves() {
+    fn the_last_waiter_of_a_class_lets_the_other_class_on_as_it_leaves() {
         let lock = RawLock::new();
         let pending = Class::Add.bit() | HANDED | Class::Add.waiter() | Class::Block.waiter();
         lock.state.store(pending, Ordering::Relaxed);
@@ -620,6 +620,17 @@ mod tests {
         assert_eq!(
             (s.holders, s.class, s.add_waiters, s.block_waiters),
             (0, Class::Block, 0, 1)
+        );
+        assert_ne!(lock.wake[Class::Block.index()].load(), seen, "Block woken");
+        // Block holds, and its waiters queued behind the Add waiter that
+        // leaves: they are woken to join.
+        let queued = 1 | Class::Block.bit() | Class::Add.waiter() | Class::Block.waiter();
+        lock.state.store(queued, Ordering::Relaxed);
+        let seen = lock.wake[Class::Block.index()].load();
+        lock.uncount(Class::Add);
+        assert_eq!(
+            lock.state.load(Ordering::Relaxed),
+            queued - Class::Add.waiter()
         );
         assert_ne!(lock.wake[Class::Block.index()].load(), seen, "Block woken");
         // With another Add still coming, the hand-off to Add stays pending.

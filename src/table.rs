@@ -8,8 +8,8 @@ use std::ops::Range;
 
 use crate::lock::{TwoStateLock, raw_locks};
 use crate::raw::{Class, LockState};
-use crate::thread::{self, LockSet, Scoped};
-use crate::validate::{self, Site};
+use crate::thread::{self, Holds, LockSet, Scoped};
+use crate::validate::{self, Record, Site};
 
 /// A fixed-size table of [`TwoStateLock`]s for locking ranges of *stripes*
 /// (fixed-size pieces of an object, e.g. 64 KiB of a file) of any number of
@@ -171,8 +171,8 @@ impl LockTable {
             validate::before_blocking(&lock.raw, class, site, true);
             lock.acquire(class);
             thread::hold_taken();
-            validate::acquired(&lock.raw, class, site);
-            return RangeGuard::new(self, first, len, class);
+            let record = validate::acquired(&lock.raw, class, site);
+            return RangeGuard::new(self, first, len, class, record);
         }
         self.lock_span(first, len, class, site)
     }
@@ -180,10 +180,9 @@ impl LockTable {
     /// `lock_range` of more than one lock.
     fn lock_span(&self, first: u32, len: u32, class: Class, site: Site) -> RangeGuard<'_> {
         let mut taking = Taking::new(self, first, len, class);
-        let tracked = validate::tracks_range(len);
         for index in taking.set_indices() {
             let lock = &self.locks[index];
-            if tracked {
+            if taking.tracked {
                 validate::before_blocking(&lock.raw, class, site, true);
             }
             lock.acquire(class);
@@ -320,6 +319,10 @@ struct Taking<'a> {
     len: u32,
     class: Class,
     taken: u32,
+    /// Lock validation tracks these holds (a small range, with room).
+    tracked: bool,
+    /// Its record of the first.
+    record: Record,
 }
 
 impl<'a> Taking<'a> {
@@ -330,6 +333,8 @@ impl<'a> Taking<'a> {
             len,
             class,
             taken: 0,
+            tracked: validate::tracks_range(len),
+            record: Record::NONE,
         }
     }
 
@@ -338,18 +343,21 @@ impl<'a> Taking<'a> {
         self.table.indices(self.first, self.len)
     }
 
-    /// One more lock was taken (in set order).
+    /// One more lock was taken (in set order), asked for at `site`.
     fn took(&mut self, site: Site) {
         thread::hold_taken();
-        if validate::tracks_range(self.len) {
+        if self.tracked {
             let set = self.table.lock_set(self.first, self.len);
-            validate::acquired(set.get(self.taken as usize), self.class, site);
+            let record = validate::acquired(set.get(self.taken as usize), self.class, site);
+            if self.taken == 0 {
+                self.record = record;
+            }
         }
         self.taken += 1;
     }
 
     fn done(self) -> RangeGuard<'a> {
-        let guard = RangeGuard::new(self.table, self.first, self.len, self.class);
+        let guard = RangeGuard::new(self.table, self.first, self.len, self.class, self.record);
         std::mem::forget(self);
         guard
     }
@@ -357,21 +365,17 @@ impl<'a> Taking<'a> {
 
 impl Drop for Taking<'_> {
     fn drop(&mut self) {
-        release(
-            self.table.lock_set(self.first, self.len),
-            self.class,
-            self.taken,
-        );
+        let set = self.table.lock_set(self.first, self.len);
+        release(set, self.class, self.taken, self.record);
     }
 }
 
-/// Releases the first `taken` locks of `set`, held in `class`, highest first.
-fn release(set: LockSet<'_>, class: Class, taken: u32) {
+/// Releases the first `taken` locks of `set`, held in `class`, highest
+/// first; lock validation's records of them start at `record`.
+fn release(set: LockSet<'_>, class: Class, taken: u32, record: Record) {
     set.unlock(class, 0, taken as usize);
     thread::holds_released(taken as usize);
-    if validate::tracks_range(set.len() as u32) {
-        (0..taken as usize).for_each(|p| validate::released(set.get(p), class));
-    }
+    (0..taken as usize).for_each(|p| validate::released(record.nth(p)));
 }
 
 /// The locks of one range of a [`LockTable`], held in one class; released
@@ -400,18 +404,21 @@ pub struct RangeGuard<'a> {
     first: u32,
     len: u32,
     class: Class,
+    /// Lock validation's record of the first lock (`nth` for the others).
+    record: Record,
     _not_send_or_sync: PhantomData<*const ()>,
 }
 
 impl<'a> RangeGuard<'a> {
     /// Wraps holds the caller has taken (and counted in this thread).
     #[inline]
-    fn new(table: &'a LockTable, first: u32, len: u32, class: Class) -> Self {
+    fn new(table: &'a LockTable, first: u32, len: u32, class: Class, record: Record) -> Self {
         RangeGuard {
             table,
             first,
             len,
             class,
+            record,
             _not_send_or_sync: PhantomData,
         }
     }
@@ -485,8 +492,18 @@ impl<'a> RangeGuard<'a> {
     /// assert!(pinned.locks_dropped); // re-invalidate 0..4 before the write
     /// ```
     pub fn faults_disabled<R>(&self, f: impl FnOnce() -> R) -> Scoped<R> {
-        let owner = self as *const Self as *const ();
-        thread::with_scope(self.lock_set(), self.class, true, owner, f)
+        thread::with_scope(self.holds(), f)
+    }
+
+    /// These holds as held mappings.
+    pub(crate) fn holds(&self) -> Holds<'a> {
+        Holds {
+            locks: self.lock_set(),
+            class: self.class,
+            counted_by_guard: true,
+            owner: self as *const Self as *const (),
+            record: self.record,
+        }
     }
 
     /// The locks held, in ascending order.
@@ -499,12 +516,11 @@ impl Drop for RangeGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         if self.len == 1 {
-            let lock = &self.table.locks[self.first as usize].raw;
-            lock.unlock(self.class);
+            self.table.locks[self.first as usize].raw.unlock(self.class);
             thread::holds_released(1);
-            validate::released(lock, self.class);
+            validate::released(self.record);
         } else {
-            release(self.lock_set(), self.class, self.len);
+            release(self.lock_set(), self.class, self.len, self.record);
         }
     }
 }

@@ -12,7 +12,7 @@ use std::ptr;
 
 use crate::raw::{Admission, Class, RawLock};
 use crate::sync::thread_local_const;
-use crate::validate;
+use crate::validate::{self, Record};
 
 struct ThreadState {
     /// Holds that make this thread's acquisitions nested: every lock held
@@ -22,17 +22,12 @@ struct ThreadState {
     /// The innermost active scope, or null. (Lifetime erased: see
     /// `scopes`.)
     innermost: Cell<*const Scope<'static>>,
-    /// While fault cycles run on this thread: the order of the innermost
-    /// cycle's lock. Every scoped hold at or after it is released.
-    /// `usize::MAX` when no cycle runs.
-    cycle_floor: Cell<usize>,
 }
 
 thread_local_const! {
     static THREAD: ThreadState = ThreadState {
         held: Cell::new(0),
         innermost: Cell::new(ptr::null()),
-        cycle_floor: Cell::new(usize::MAX),
     };
 }
 
@@ -161,6 +156,8 @@ struct Scope<'a> {
     counted_by_guard: bool,
     /// The guard the holds belong to, to refuse two scopes for one guard.
     owner: *const (),
+    /// Lock validation's record of the first hold (`nth` for the others).
+    record: Record,
     outer: *const Scope<'static>,
     /// Positions `released..` are released by fault cycles in progress
     /// (always a suffix: a cycle releases everything at or after its lock).
@@ -185,17 +182,30 @@ fn scopes(t: &ThreadState) -> impl Iterator<Item = &Scope<'static>> {
     })
 }
 
-/// Runs `f` with `locks`, held in `class` by the guard at `owner`, as this
-/// thread's innermost held mappings.
+/// The holds a `faults_disabled` scope makes held mappings: `locks`, held in
+/// `class` by the guard at `owner`, whose lock validation records start at
+/// `record`; `counted_by_guard`: the guard counts them in this thread's
+/// holds (a `Guard` or `RangeGuard`), else the scope does (an `ArcGuard`).
+#[derive(Clone, Copy)]
+pub(crate) struct Holds<'a> {
+    pub(crate) locks: LockSet<'a>,
+    pub(crate) class: Class,
+    pub(crate) counted_by_guard: bool,
+    pub(crate) owner: *const (),
+    pub(crate) record: Record,
+}
+
+/// Runs `f` with `holds` as this thread's innermost held mappings.
 ///
-/// Panics if that guard already has an active scope on this thread.
-pub(crate) fn with_scope<R>(
-    locks: LockSet<'_>,
-    class: Class,
-    counted_by_guard: bool,
-    owner: *const (),
-    f: impl FnOnce() -> R,
-) -> Scoped<R> {
+/// Panics if their guard already has an active scope on this thread.
+pub(crate) fn with_scope<R>(holds: Holds<'_>, f: impl FnOnce() -> R) -> Scoped<R> {
+    let Holds {
+        locks,
+        class,
+        counted_by_guard,
+        owner,
+        record,
+    } = holds;
     THREAD.with(|t| {
         if scopes(t).any(|s| s.owner == owner) {
             panic!("two-state-lock: faults_disabled on a guard whose scope is already active");
@@ -205,6 +215,7 @@ pub(crate) fn with_scope<R>(
             class,
             counted_by_guard,
             owner,
+            record,
             outer: t.innermost.get(),
             released: Cell::new(locks.len()),
             dropped: Cell::new(false),
@@ -216,12 +227,12 @@ pub(crate) fn with_scope<R>(
         }
         impl Drop for Unlink<'_, '_> {
             fn drop(&mut self) {
-                // Any cycle inside `f` re-took its holds before it returned.
-                debug_assert_eq!(self.scope.released.get(), self.scope.locks.len());
                 self.t.innermost.set(self.scope.outer);
                 if !self.scope.counted_by_guard {
                     self.t.held.set(self.t.held.get() - self.scope.locks.len());
                 }
+                // Any cycle inside `f` re-took its holds before it returned.
+                debug_assert_eq!(self.scope.released.get(), self.scope.locks.len());
             }
         }
         // Lifetime erased: the scope is unlinked before this frame is left.
@@ -274,67 +285,63 @@ pub(crate) fn held_mappings(lock: &RawLock) -> HeldMappings {
 /// The fault cycle: releases every held mapping at or after `lock` (each
 /// scope's highest first, innermost scope first) and marks their scopes
 /// `locks_dropped`, runs `wait` (which takes what it needs of `lock` and
-/// releases it), then re-takes exactly the released holds in address order,
-/// judged by what the thread holds then. The re-take also runs when `wait`
-/// unwinds, before the unwind leaves this function: a guard must own its
-/// hold whenever user code runs.
+/// releases it), then re-takes exactly the holds it released, in address
+/// order, judged by what the thread holds then. The re-take also runs when
+/// `wait` unwinds, before the unwind leaves this function: a guard must own
+/// its hold whenever user code runs. Cycles nest (a fault inside `wait`,
+/// also in a scope opened there): each re-takes only what it released.
 pub(crate) fn cycle<R>(lock: &RawLock, wait: impl FnOnce() -> R) -> R {
     let floor = order(lock);
     THREAD.with(|t| {
-        let outer_floor = t.cycle_floor.get();
-        debug_assert!(
-            floor < outer_floor,
-            "held mappings at or after an outer cycle's lock are already released"
-        );
+        // Per scope touched: the positions released, `from..live`. A
+        // vector on the slow path: a cycle waits for a lock anyway.
+        let mut released = Vec::new();
         for s in scopes(t) {
             let live = s.released.get();
             let from = s.locks.first_at_or_after(floor);
             if from < live {
                 for position in (from..live).rev() {
-                    let lock = s.locks.get(position);
-                    lock.unlock(s.class);
-                    validate::cycle_released(lock, s.class);
+                    s.locks.get(position).unlock(s.class);
+                    validate::cycle_released(s.record.nth(position));
                 }
                 t.held.set(t.held.get() - (live - from));
                 s.released.set(from);
                 s.dropped.set(true);
+                released.push((s, from, live));
             }
         }
-        t.cycle_floor.set(floor);
         /// Re-takes the holds this cycle released when dropped.
         struct Retake<'t> {
             t: &'t ThreadState,
-            outer_floor: usize,
+            released: Vec<(&'t Scope<'static>, usize, usize)>,
         }
         impl Drop for Retake<'_> {
             fn drop(&mut self) {
                 // A panic here would leave a guard that releases a hold it
                 // does not own: abort instead.
                 let bomb = AbortOnUnwind;
-                retake_below(self.t, self.outer_floor);
-                self.t.cycle_floor.set(self.outer_floor);
+                retake(self.t, &self.released);
                 std::mem::forget(bomb);
             }
         }
-        let _retake = Retake { t, outer_floor };
+        let _retake = Retake { t, released };
         wait()
     })
 }
 
-/// Re-takes, lowest first, every released scoped hold that orders before
-/// `limit` (those at or after it belong to an outer cycle still running).
-fn retake_below(t: &ThreadState, limit: usize) {
-    loop {
-        let lowest = scopes(t)
-            .filter(|s| s.released.get() < s.locks.len())
-            .map(|s| (order(s.locks.get(s.released.get())), s))
-            .filter(|&(o, _)| o < limit)
-            .min_by_key(|&(o, _)| o);
-        let Some((_, s)) = lowest else { return };
-        let position = s.released.get();
-        let lock = s.locks.get(position);
-        lock.lock(s.class, admission());
-        validate::cycle_retaken(lock, s.class);
+/// Re-takes the positions `from..live` of each scope, all in address order
+/// (within a scope, ascending positions are ascending addresses).
+fn retake(t: &ThreadState, released: &[(&Scope<'static>, usize, usize)]) {
+    let mut holds: Vec<(usize, &Scope<'static>, usize)> = released
+        .iter()
+        .flat_map(|&(s, from, live)| (from..live).map(move |p| (order(s.locks.get(p)), s, p)))
+        .collect();
+    holds.sort_by_key(|&(o, _, p)| (o, p));
+    for (_, s, position) in holds {
+        // Any cycle inside this one re-took its own holds first.
+        debug_assert_eq!(s.released.get(), position);
+        s.locks.get(position).lock(s.class, admission());
+        validate::cycle_retaken(s.record.nth(position));
         t.held.set(t.held.get() + 1);
         s.released.set(position + 1);
     }

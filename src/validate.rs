@@ -55,6 +55,18 @@ mod off {
         }
     }
 
+    /// This thread's record of a hold: nothing, with validation off.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Record;
+
+    impl Record {
+        pub(crate) const NONE: Record = Record;
+        #[inline(always)]
+        pub(crate) fn nth(self, _: usize) -> Record {
+            Record
+        }
+    }
+
     #[inline(always)]
     pub(crate) fn tracks_range(_: u32) -> bool {
         false
@@ -62,13 +74,15 @@ mod off {
     #[inline(always)]
     pub(crate) fn before_blocking(_: &RawLock, _: Class, _: Site, _: bool) {}
     #[inline(always)]
-    pub(crate) fn acquired(_: &RawLock, _: Class, _: Site) {}
+    pub(crate) fn acquired(_: &RawLock, _: Class, _: Site) -> Record {
+        Record
+    }
     #[inline(always)]
-    pub(crate) fn released(_: &RawLock, _: Class) {}
+    pub(crate) fn released(_: Record) {}
     #[inline(always)]
-    pub(crate) fn cycle_released(_: &RawLock, _: Class) {}
+    pub(crate) fn cycle_released(_: Record) {}
     #[inline(always)]
-    pub(crate) fn cycle_retaken(_: &RawLock, _: Class) {}
+    pub(crate) fn cycle_retaken(_: Record) {}
 }
 
 #[cfg(validate)]
@@ -138,8 +152,29 @@ mod on {
         }
     }
 
+    /// This thread's record of one hold: the guard (or scope) that holds
+    /// it knows its number. 0: not recorded.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(crate) struct Record(u64);
+
+    impl Record {
+        pub(crate) const NONE: Record = Record(0);
+
+        /// The record `n` after this one (a range's locks are recorded one
+        /// after another).
+        #[inline]
+        pub(crate) fn nth(self, n: usize) -> Record {
+            if self == Record::NONE {
+                self
+            } else {
+                Record(self.0 + n as u64)
+            }
+        }
+    }
+
     /// One hold of this thread.
     struct Held {
+        record: Record,
         node: Node,
         site: Site,
         /// Released for the moment by a fault cycle.
@@ -174,6 +209,8 @@ mod on {
 
     thread_local! {
         static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
+        /// The number of the next record (0 is "none").
+        static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
         static KNOWN: RefCell<(u64, HashSet<(Node, Node)>)> = RefCell::new((0, HashSet::new()));
     }
 
@@ -189,10 +226,12 @@ mod on {
         }
     }
 
-    /// Whether the holds of a range of `locks` locks are tracked.
+    /// Whether the holds of a range of `locks` locks are tracked: a range of
+    /// up to 16, when this thread's list has room for all of them (so that
+    /// their records follow each other).
     #[inline]
     pub(crate) fn tracks_range(locks: u32) -> bool {
-        locks <= MAX_RANGE
+        locks <= MAX_RANGE && HELD.with(|h| h.borrow().len() + locks as usize <= MAX_HELD)
     }
 
     /// Checks a blocking acquisition of `lock` in `class` before it waits:
@@ -340,51 +379,59 @@ mod on {
         out
     }
 
-    /// This thread now holds `lock` in `class`, taken at `site`.
-    pub(crate) fn acquired(lock: &RawLock, class: Class, site: Site) {
+    /// This thread now holds `lock` in `class`, taken at `site`. Returns the
+    /// record, for the guard to release it by (`NONE` when not tracked).
+    pub(crate) fn acquired(lock: &RawLock, class: Class, site: Site) -> Record {
         HELD.with(|h| {
             let mut h = h.borrow_mut();
             if h.len() < MAX_HELD {
+                let record = Record(NEXT.with(|n| n.replace(n.get() + 1)));
                 h.push(Held {
+                    record,
                     node: Node::new(lock, class),
                     site,
                     suspended: false,
                 });
-            } else if !HELD_FULL.swap(true, Relaxed) {
-                eprintln!(
-                    "two-state-lock: a thread holds more than {MAX_HELD} locks; lock validation does not track the rest"
-                );
+                record
+            } else {
+                if !HELD_FULL.swap(true, Relaxed) {
+                    eprintln!(
+                        "two-state-lock: a thread holds more than {MAX_HELD} locks; lock validation does not track the rest"
+                    );
+                }
+                Record::NONE
             }
-        });
+        })
     }
 
-    /// Finds this thread's most recent hold of `lock` in `class` whose
-    /// `suspended` is `was`, and calls `f` with the list and its index.
-    fn with_hold(lock: &RawLock, class: Class, was: bool, f: impl FnOnce(&mut Vec<Held>, usize)) {
-        let node = Node::new(lock, class);
+    /// Calls `f` on this thread's hold recorded as `record`, if tracked.
+    fn with_record(record: Record, f: impl FnOnce(&mut Vec<Held>, usize)) {
+        if record == Record::NONE {
+            return;
+        }
         HELD.with(|h| {
             let mut h = h.borrow_mut();
-            if let Some(i) = h.iter().rposition(|h| h.node == node && h.suspended == was) {
+            if let Some(i) = h.iter().rposition(|h| h.record == record) {
                 f(&mut h, i);
             }
         });
     }
 
-    /// This thread released a hold of `lock` in `class`.
-    pub(crate) fn released(lock: &RawLock, class: Class) {
-        with_hold(lock, class, false, |h, i| {
+    /// This thread released the hold recorded as `record`.
+    pub(crate) fn released(record: Record) {
+        with_record(record, |h, i| {
             h.remove(i);
         });
     }
 
-    /// A fault cycle released a hold of this thread for the moment.
-    pub(crate) fn cycle_released(lock: &RawLock, class: Class) {
-        with_hold(lock, class, false, |h, i| h[i].suspended = true);
+    /// A fault cycle released the hold recorded as `record` for the moment.
+    pub(crate) fn cycle_released(record: Record) {
+        with_record(record, |h, i| h[i].suspended = true);
     }
 
-    /// A fault cycle took the hold back.
-    pub(crate) fn cycle_retaken(lock: &RawLock, class: Class) {
-        with_hold(lock, class, true, |h, i| h[i].suspended = false);
+    /// A fault cycle took it back.
+    pub(crate) fn cycle_retaken(record: Record) {
+        with_record(record, |h, i| h[i].suspended = false);
     }
 
     /// A lock is gone: its pairs go with it, so that a new lock at the same

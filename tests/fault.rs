@@ -685,3 +685,74 @@ fn fault_in_releases_every_held_mapping_at_or_after_the_fault() {
         }
     });
 }
+
+/// Four locks in address order.
+fn ordered_four() -> [Arc<TwoStateLock>; 4] {
+    let mut locks: Vec<_> = (0..4).map(|_| Arc::new(TwoStateLock::new())).collect();
+    locks.sort_by_key(|l| Arc::as_ptr(l) as usize);
+    locks.try_into().unwrap()
+}
+
+/// A fault inside a cycling `fault_in`'s `f`, in a scope opened there: the
+/// inner cycle re-takes exactly what it released, the outer one the rest,
+/// whether the inner fault's lock orders below the outer one's or above.
+#[test]
+fn a_fault_cycle_inside_a_cycling_fault_in_re_takes_exactly_its_own_holds() {
+    watchdog("nested cycles", LIMIT, || {
+        let [l0, l1, l2, l3] = ordered_four();
+        let block = |l: &TwoStateLock| (l.state().class, l.state().holders);
+        let g0 = l0.lock(Class::Block);
+        let g2 = l2.lock(Class::Block);
+        // Outer cycle on l2 (its own lock); inside f, a new scope on l3
+        // faults on l0, below the outer cycle's lock.
+        let r = g0.faults_disabled(|| {
+            g2.faults_disabled(|| {
+                l2.fault_in(|| {
+                    let g3 = l3.lock(Class::Block);
+                    let inner = g3.faults_disabled(|| l0.fault_in(|| l3.state().holders));
+                    assert_eq!(inner.value, 0, "l3 down while l0 is faulted");
+                    assert!(inner.locks_dropped);
+                    let after = (block(&l3), block(&l0));
+                    drop(g3);
+                    after
+                })
+            })
+        });
+        let (l3_after, l0_after) = r.value.value;
+        assert_eq!(l3_after, (Class::Block, 1), "the inner cycle re-took l3");
+        assert_eq!(l0_after, (Class::Block, 1), "and l0");
+        assert!(r.locks_dropped && r.value.locks_dropped);
+        assert_eq!(block(&l2), (Class::Block, 1), "the outer cycle re-took l2");
+        assert_eq!(l3.state().holders, 0);
+        drop((g0, g2));
+        // Inside f of a cycle on l1, a new scope on l3 faults on l3 itself,
+        // above the outer cycle's lock.
+        let g1 = l1.lock(Class::Block);
+        let r = g1.faults_disabled(|| {
+            l1.fault_in(|| {
+                let g3 = l3.lock(Class::Block);
+                let inner = g3.faults_disabled(|| l3.fault_in(|| block(&l3)));
+                assert_eq!(
+                    inner.value,
+                    (Class::Add, 1),
+                    "l3 cycled: the fault holds Add"
+                );
+                assert!(inner.locks_dropped);
+                let after = block(&l3);
+                drop(g3);
+                after
+            })
+        });
+        assert_eq!(r.value, (Class::Block, 1));
+        assert!(r.locks_dropped);
+        drop(g1);
+        for l in [&l0, &l1, &l2, &l3] {
+            let s = l.state();
+            assert_eq!(
+                (s.holders, s.add_waiters, s.block_waiters),
+                (0, 0, 0),
+                "{s:?}"
+            );
+        }
+    });
+}

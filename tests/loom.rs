@@ -752,3 +752,55 @@ fn release_gap_wakes_the_sleepers() {
         );
     });
 }
+
+/// Three locks, lowest address first.
+fn three_locks() -> [Arc<TwoStateLock>; 3] {
+    let mut locks: Vec<_> = (0..3).map(|_| Arc::new(TwoStateLock::new())).collect();
+    locks.sort_by_key(|l| Arc::as_ptr(l) as usize);
+    locks.try_into().unwrap()
+}
+
+/// A fault cycle inside a cycling `fault_in`'s `f`, in a scope opened
+/// there, while another thread takes the three locks one by one: each cycle
+/// re-takes exactly what it released (the inner one the middle lock, the
+/// outer one the high lock), and nothing is left held or waiting.
+#[test]
+fn a_cycle_inside_a_cycle_re_takes_its_own_holds() {
+    model(|| {
+        let [low, mid, high] = three_locks();
+        let (l, m, h) = (low.clone(), mid.clone(), high.clone());
+        let other = thread::spawn(move || {
+            drop(l.lock(Class::Block));
+            drop(m.lock(Class::Add));
+            drop(h.lock(Class::Add));
+        });
+        let dio = high.lock(Class::Block);
+        let outer = dio.faults_disabled(|| {
+            low.fault_in(|| {
+                let inner_dio = mid.lock(Class::Block);
+                let inner = inner_dio.faults_disabled(|| mid.fault_in(|| mid.state().class));
+                assert_eq!(inner.value, Class::Add);
+                assert!(inner.locks_dropped);
+                let held = mid.state().class;
+                drop(inner_dio);
+                held
+            })
+        });
+        assert_eq!(outer.value, Class::Block, "the inner cycle re-took mid");
+        assert_eq!(
+            high.state().class,
+            Class::Block,
+            "the outer one re-took high"
+        );
+        drop(dio);
+        other.join().unwrap();
+        for l in [&low, &mid, &high] {
+            let s = l.state();
+            assert_eq!(
+                (s.holders, s.add_waiters, s.block_waiters),
+                (0, 0, 0),
+                "{s:?}"
+            );
+        }
+    });
+}

@@ -243,3 +243,33 @@ fn a_dropped_lock_leaves_no_orders_for_a_new_lock_at_its_address() {
     let _b = b.lock(Class::Block);
     drop(a.lock(Class::Block));
 }
+
+/// A scope whose hold lock validation does not track (an `ArcGuard`'s, or a
+/// range of more than 16 locks) is cycled by a fault on its lock while an
+/// unscoped `Guard` of the same thread holds that lock in `Block`: the fault
+/// would wait for the unscoped hold forever, and is reported.
+#[test]
+fn a_fault_waiting_for_an_unscoped_hold_is_reported_whatever_the_scope() {
+    watchdog("untracked scopes", LIMIT, || {
+        let lock = Arc::new(TwoStateLock::new());
+        let unscoped = lock.lock(Class::Block);
+        let aio = lock.lock_arc(Class::Block);
+        let msg = panic_message(|| {
+            let _ = aio.faults_disabled(|| lock.fault_in(|| ()));
+        });
+        assert!(msg.contains("self-deadlock"), "{msg}");
+        // The cycle's unwind re-took the scope's hold.
+        assert_eq!(lock.state().holders, 2);
+        drop((aio, unscoped));
+
+        let table = LockTable::new(64);
+        let big = table.lock_range(5, 0..32, Class::Block); // not tracked
+        let small = table.lock_range(5, 0..1, Class::Block);
+        let msg = panic_message(|| {
+            let _ = big.faults_disabled(|| table.fault_in(5, 0, || ()));
+        });
+        assert!(msg.contains("self-deadlock"), "{msg}");
+        drop((small, big));
+        assert_eq!(table.state(table.lock_index(5, 0)).holders, 0);
+    });
+}

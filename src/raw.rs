@@ -2,7 +2,7 @@
 //! touches the lock's atomics and sleeps.
 //!
 //! `RawLock` knows nothing about threads: callers say whether an acquisition
-//! is top-level or nested (see `crate::fault` for the thread-local part) and
+//! is top-level or nested (see `crate::thread` for the thread-local part) and
 //! release exactly what they took. Guards in `crate::guard` make that safe.
 
 use crate::sync::{AtomicU64, Ordering, Spin, WakeWord, const_fn_unless_loom};

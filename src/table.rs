@@ -186,7 +186,7 @@ impl LockTable {
                 validate::before_blocking(&lock.raw, class, site, true);
             }
             lock.acquire(class);
-            taking.took(site);
+            taking.took(lock, site);
         }
         taking.done()
     }
@@ -219,10 +219,11 @@ impl LockTable {
         let site = Site::caller();
         let mut taking = Taking::new(self, first, len, class);
         for index in taking.set_indices() {
-            if !self.locks[index].try_acquire(class) {
+            let lock = &self.locks[index];
+            if !lock.try_acquire(class) {
                 return None; // `taking` releases what it took
             }
-            taking.took(site);
+            taking.took(lock, site);
         }
         Some(taking.done())
     }
@@ -343,12 +344,11 @@ impl<'a> Taking<'a> {
         self.table.indices(self.first, self.len)
     }
 
-    /// One more lock was taken (in set order), asked for at `site`.
-    fn took(&mut self, site: Site) {
+    /// `lock`, the next in set order, was taken, asked for at `site`.
+    fn took(&mut self, lock: &TwoStateLock, site: Site) {
         thread::hold_taken();
         if self.tracked {
-            let set = self.table.lock_set(self.first, self.len);
-            let record = validate::acquired(set.get(self.taken as usize), self.class, site);
+            let record = validate::acquired(&lock.raw, self.class, site);
             if self.taken == 0 {
                 self.record = record;
             }

@@ -240,28 +240,26 @@ mod on {
     /// closes a possible deadlock with what any thread did before.
     pub(crate) fn before_blocking(lock: &RawLock, class: Class, site: Site, order: bool) {
         let target = Node::new(lock, class);
-        let held: Vec<(Node, Site)> = HELD.with(|h| {
-            h.borrow()
-                .iter()
-                .filter(|h| !h.suspended)
-                .map(|h| (h.node, h.site))
-                .collect()
-        });
-        if let Some((node, at)) = held.iter().find(|(n, _)| *n == target.other()) {
-            panic!(
-                "two-state-lock: self-deadlock: this thread takes {target} at {site} but holds {node} (taken at {at}); it would wait for itself forever"
-            );
-        }
-        if !order || held.iter().any(|(n, _)| *n == target) {
-            // Not counted, or a re-entry in a class this thread holds,
-            // which never waits.
-            return;
-        }
-        for (node, at) in held {
-            if node.lock != target.lock {
-                learn(node, at, target, site);
+        // `learn` does not touch `HELD`, so the list stays borrowed (and a
+        // panic releases the borrow as it unwinds).
+        HELD.with(|h| {
+            let h = h.borrow();
+            let live = || h.iter().filter(|h| !h.suspended);
+            if let Some(hold) = live().find(|h| h.node == target.other()) {
+                let (node, at) = (hold.node, hold.site);
+                panic!(
+                    "two-state-lock: self-deadlock: this thread takes {target} at {site} but holds {node} (taken at {at}); it would wait for itself forever"
+                );
             }
-        }
+            if !order || live().any(|h| h.node == target) {
+                // Not counted, or a re-entry in a class this thread holds,
+                // which never waits.
+                return;
+            }
+            for hold in live().filter(|h| h.node.lock != target.lock) {
+                learn(hold.node, hold.site, target, site);
+            }
+        });
     }
 
     /// Records the pair `from` -> `to` unless known; panics if it closes a

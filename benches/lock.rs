@@ -7,6 +7,7 @@ mod common;
 use common::reference::Reference;
 use common::{ParkingLotRwLock, StdRwLock, Subject, short_work};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use crossbeam_utils::CachePadded;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,8 +42,10 @@ fn try_lock<S: Subject>(c: &mut Criterion) {
 /// Runs `helper` on another thread until `iters` iterations of `main` are
 /// done, and times the main thread.
 fn against_helper<S: Subject>(iters: u64, main: Class, helper: Class) -> Duration {
-    let lock = Arc::new(S::default());
-    let stop = Arc::new(AtomicBool::new(false));
+    // Each on its own cache line: the helper reads `stop` on every pass,
+    // which must not be a read of the lock's line.
+    let lock = Arc::new(CachePadded::new(S::default()));
+    let stop = Arc::new(CachePadded::new(AtomicBool::new(false)));
     let (l, s) = (lock.clone(), stop.clone());
     let h = thread::spawn(move || {
         while !s.load(Ordering::Relaxed) {

@@ -13,6 +13,7 @@ mod common;
 
 use common::reference::Reference;
 use common::{ParkingLotRwLock, StdRwLock, Subject, short_work};
+use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Barrier};
@@ -70,7 +71,8 @@ fn run_threads<S: Subject>(
     threads: usize,
     body: impl Fn(&S, usize, &mut fastrand::Rng) -> u64 + Send + Sync + 'static,
 ) -> (u64, Duration) {
-    let lock = Arc::new(S::default());
+    // On its own cache line, away from the other allocations.
+    let lock = Arc::new(CachePadded::new(S::default()));
     let body = Arc::new(body);
     let start = Arc::new(Barrier::new(threads));
     let handles: Vec<_> = (0..threads)

@@ -12,15 +12,17 @@ pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 
-/// A look at `word` that only picks the value a compare-and-swap will
-/// expect: a relaxed load.
+/// A look at `word` before a compare-and-swap: a relaxed load.
 ///
 /// Under loom it is a relaxed read-modify-write that changes nothing, which
-/// always reads the latest value. A stale look can only make the
+/// always reads the latest value. A stale look either makes the
 /// compare-and-swap that follows fail (it compares against the latest value,
-/// and what it writes is computed from what it expects), so exploring every
-/// stale value the load could return proves nothing more, and multiplied the
-/// interleavings of the largest model by more than ten.
+/// and what it writes is computed from what it expected), or makes
+/// `try_lock` fail, or the holder limit panic, as of a moment when the word
+/// really held that value (std's `try_read` judges from a relaxed load the
+/// same way); a blocking acquisition loads again before it signs up to
+/// sleep. Exploring every stale value would prove nothing more, and it
+/// multiplied the interleavings of the largest model by more than ten.
 #[inline]
 pub(crate) fn peek(word: &AtomicU64) -> u64 {
     #[cfg(not(loom))]

@@ -804,3 +804,228 @@ fn a_cycle_inside_a_cycle_re_takes_its_own_holds() {
         }
     });
 }
+
+// ------------------------------------------ the look-then-CAS fast path
+
+/// A top-level `try_lock(Add)` that starts after a `Block` waiter has
+/// signed up, racing the release that hands off to it: it must fail unless
+/// the `Block` phase has already run. A fast-path join from a stale look, or
+/// a stale "closed" state judged lockable, would let it barge.
+#[test]
+fn fast_try_lock_races_a_hand_off() {
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let held = lock.lock(Class::Add);
+        let ran = Arc::new(AtomicBool::new(false));
+        let (l, r) = (lock.clone(), ran.clone());
+        let blocker = thread::spawn(move || {
+            let _g = l.lock(Class::Block);
+            r.store(true, SeqCst);
+        });
+        while lock.state().block_waiters == 0 {
+            thread::yield_now();
+        }
+        let (l, r) = (lock.clone(), ran.clone());
+        let late = thread::spawn(move || {
+            if let Some(g) = l.try_lock(Class::Add) {
+                assert!(
+                    r.load(SeqCst),
+                    "try_lock(Add) barged past a Block waiter: {:?}",
+                    l.state()
+                );
+                drop(g);
+            }
+        });
+        drop(held);
+        blocker.join().unwrap();
+        late.join().unwrap();
+        let end = lock.state();
+        assert_eq!(
+            (end.holders, end.add_waiters, end.block_waiters),
+            (0, 0, 0),
+            "{end:?}"
+        );
+    });
+}
+
+/// Same-class top-level joins through the fast path racing a release that
+/// hands off: one `Add` arrives before the `Block` waiter signs up (it may
+/// join), one after (it must wait for the `Block` phase). Nobody may sleep
+/// on a free lock (loom would report the deadlock).
+#[test]
+fn fast_joins_race_a_release_that_hands_off() {
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let shadow = Arc::new(Shadow::default());
+        let held = lock.lock(Class::Add);
+        let (l, s) = (lock.clone(), shadow.clone());
+        let early = thread::spawn(move || s.critical(&l, Class::Add));
+        let ran = Arc::new(AtomicBool::new(false));
+        let (l, r, s) = (lock.clone(), ran.clone(), shadow.clone());
+        let blocker = thread::spawn(move || {
+            let _g = l.lock(Class::Block);
+            s.enter(Class::Block);
+            r.store(true, SeqCst);
+            s.leave(Class::Block);
+        });
+        while lock.state().block_waiters == 0 {
+            thread::yield_now();
+        }
+        drop(held);
+        // Top-level, after the Block waiter signed up.
+        let again = lock.lock(Class::Add);
+        assert!(ran.load(SeqCst), "Add joined ahead of a waiting Block");
+        drop(again);
+        early.join().unwrap();
+        blocker.join().unwrap();
+        let end = lock.state();
+        assert_eq!(
+            (end.holders, end.add_waiters, end.block_waiters),
+            (0, 0, 0),
+            "{end:?}"
+        );
+    });
+}
+
+/// A nested `try_lock(Add)` while a hand-off to a `Block` waiter is
+/// pending: it must succeed unless `Block` actually holds (the `Block`
+/// holder keeps its hold until told to let go), and a successful barge must
+/// hand the lock back.
+#[test]
+fn nested_try_lock_into_a_pending_hand_off() {
+    model(|| {
+        let (lock, other) = two_locks();
+        let first = lock.lock(Class::Add);
+        let go = Arc::new(AtomicBool::new(false));
+        let (l, g) = (lock.clone(), go.clone());
+        let blocker = thread::spawn(move || {
+            let _b = l.lock(Class::Block);
+            while !g.load(SeqCst) {
+                thread::yield_now();
+            }
+        });
+        let keep = other.lock(Class::Add); // makes our next acquisition nested
+        while lock.state().block_waiters == 0 {
+            thread::yield_now();
+        }
+        drop(first); // hands off to Block
+        match lock.try_lock(Class::Add) {
+            Some(barge) => drop(barge),
+            None => {
+                let s = lock.state();
+                assert!(
+                    s.holders == 1 && s.class == Class::Block,
+                    "nested try_lock(Add) failed while Block did not hold: {s:?}"
+                );
+            }
+        }
+        go.store(true, SeqCst);
+        drop(keep);
+        blocker.join().unwrap();
+        let end = lock.state();
+        assert_eq!(
+            (end.holders, end.add_waiters, end.block_waiters),
+            (0, 0, 0),
+            "{end:?}"
+        );
+    });
+}
+
+/// A nested blocking `lock(Add)` through the fast path while a top-level
+/// `Add` and a `Block` wait: it must get in without queueing (loom reports
+/// a deadlock otherwise), and everyone finishes.
+#[test]
+fn nested_lock_while_both_classes_wait() {
+    model(|| {
+        let (lock, other) = two_locks();
+        let shadow = Arc::new(Shadow::default());
+        let first = lock.lock(Class::Add);
+        let spawn = |class| {
+            let (l, s) = (lock.clone(), shadow.clone());
+            thread::spawn(move || s.critical(&l, class))
+        };
+        let blocker = spawn(Class::Block);
+        while lock.state().block_waiters == 0 {
+            thread::yield_now();
+        }
+        let adder = spawn(Class::Add);
+        let keep = other.lock(Class::Add);
+        drop(first);
+        // Nested: the Block waiter may be handed the lock meanwhile; this
+        // waits only while Block holds.
+        shadow.critical(&lock, Class::Add);
+        drop(keep);
+        blocker.join().unwrap();
+        adder.join().unwrap();
+        let end = lock.state();
+        assert_eq!(
+            (end.holders, end.add_waiters, end.block_waiters),
+            (0, 0, 0),
+            "{end:?}"
+        );
+    });
+}
+
+/// The holder limit (3 under loom) reached through the fast path by racing
+/// joins, nested and top-level, `lock` and `try_lock`: an acquisition over
+/// the limit panics and changes nothing: the count never exceeds the limit,
+/// nothing is left counted, and a fresh `Block` gets in at the end.
+#[test]
+fn holder_limit_through_the_fast_path() {
+    fn take<'a>(
+        lock: &'a TwoStateLock,
+        inside: &AtomicUsize,
+        try_: bool,
+    ) -> Option<two_state_lock::Guard<'a>> {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            if try_ {
+                lock.try_lock(Class::Add)
+            } else {
+                Some(lock.lock(Class::Add))
+            }
+        }));
+        let g = r.ok().flatten()?;
+        let n = inside.fetch_add(1, SeqCst) + 1;
+        assert!(n <= two_state_lock::MAX_HOLDERS as usize, "{n} holders");
+        Some(g)
+    }
+    quiet_panics("holders at once");
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let first = lock.lock(Class::Add);
+        inside.fetch_add(1, SeqCst);
+        let (l, i) = (lock.clone(), inside.clone());
+        let t1 = thread::spawn(move || {
+            let a = take(&l, &i, false);
+            let b = take(&l, &i, true); // nested when a is held
+            let n = usize::from(a.is_some()) + usize::from(b.is_some());
+            i.fetch_sub(n, SeqCst);
+            drop((a, b));
+        });
+        let (l, i) = (lock.clone(), inside.clone());
+        let t2 = thread::spawn(move || {
+            let c = take(&l, &i, true);
+            if c.is_some() {
+                i.fetch_sub(1, SeqCst);
+            }
+            drop(c);
+        });
+        let d = take(&lock, &inside, false); // nested
+        if d.is_some() {
+            inside.fetch_sub(1, SeqCst);
+        }
+        drop(d);
+        inside.fetch_sub(1, SeqCst);
+        drop(first);
+        t1.join().unwrap();
+        t2.join().unwrap();
+        drop(lock.lock(Class::Block));
+        let end = lock.state();
+        assert_eq!(
+            (end.holders, end.add_waiters, end.block_waiters),
+            (0, 0, 0),
+            "{end:?}"
+        );
+    });
+}

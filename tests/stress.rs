@@ -117,3 +117,119 @@ fn stress_many_threads_random_classes_and_nesting() {
     println!("stress: {THREADS} threads, {ops} operations, {nested} nested acquisitions");
     assert!(ops > 1000 && nested > 100);
 }
+
+/// One lock and short holds, so that most acquisitions race on the fast
+/// path: `lock`, `try_lock`, the same lock again (nested), the lock under
+/// another one (nested), `lock_nested` under an `ArcGuard`, and `lock_arc`,
+/// three in four `Add`. At the end the lock is free and both classes get
+/// in, by `try_lock` too.
+#[test]
+fn stress_one_hot_lock_short_holds() {
+    const HOT_THREADS: u64 = 16;
+    const HOT_OPS_PER_THREAD: u64 = 400_000;
+    struct Hot {
+        lock: Arc<TwoStateLock>,
+        /// Taken before `lock`, never while holding it.
+        outer: TwoStateLock,
+        shadow: Shadow,
+        tries: [AtomicU64; 2],
+        nested: AtomicU64,
+    }
+    fn hold(hot: &Hot, class: Class, rng: &mut fastrand::Rng) {
+        hot.shadow.enter(class);
+        if rng.u8(..8) == 0 {
+            let _again = hot.lock.lock(class);
+            hot.nested.fetch_add(1, Relaxed);
+        }
+        hot.shadow.leave(class);
+    }
+    let hot = Arc::new(Hot {
+        lock: Arc::new(TwoStateLock::new()),
+        outer: TwoStateLock::new(),
+        shadow: Shadow::default(),
+        tries: Default::default(),
+        nested: AtomicU64::new(0),
+    });
+    let h = hot.clone();
+    let dump = move || format!("{:#?}", h.lock);
+    let h = hot.clone();
+    let run = move || {
+        let deadline = Instant::now() + RUN;
+        let threads: Vec<_> = (0..HOT_THREADS)
+            .map(|seed| {
+                let hot = h.clone();
+                thread::spawn(move || {
+                    let mut rng = fastrand::Rng::with_seed(seed);
+                    for n in 0..HOT_OPS_PER_THREAD {
+                        if n % 64 == 0 && Instant::now() > deadline {
+                            break;
+                        }
+                        let class = if rng.u8(..4) == 0 {
+                            Class::Block
+                        } else {
+                            Class::Add
+                        };
+                        match rng.u8(..10) {
+                            0..=4 => {
+                                let _g = hot.lock.lock(class);
+                                hold(&hot, class, &mut rng);
+                            }
+                            5 | 6 => {
+                                let got = hot
+                                    .lock
+                                    .try_lock(class)
+                                    .map(|_g| hold(&hot, class, &mut rng));
+                                hot.tries[usize::from(got.is_some())].fetch_add(1, Relaxed);
+                            }
+                            7 => {
+                                let _o = hot.outer.lock(random_class(&mut rng));
+                                let _g = hot.lock.lock(class);
+                                hot.nested.fetch_add(1, Relaxed);
+                                hold(&hot, class, &mut rng);
+                            }
+                            8 => {
+                                let other = Arc::new(TwoStateLock::new());
+                                let _a = other.lock_arc(Class::Add);
+                                let _g = hot.lock.lock_nested(class);
+                                hold(&hot, class, &mut rng);
+                            }
+                            _ => {
+                                let g = hot.lock.lock_arc(class);
+                                hot.shadow.enter(class);
+                                hot.shadow.leave(class);
+                                drop(g);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let s = h.lock.state();
+        assert!(
+            s.holders == 0 && s.add_waiters == 0 && s.block_waiters == 0,
+            "left behind: {s:?}"
+        );
+        for class in [Class::Add, Class::Block, Class::Add] {
+            assert!(
+                h.lock.try_lock(class).is_some(),
+                "try_lock({class:?}) failed on a free lock"
+            );
+        }
+    };
+    watchdog_dump(
+        "hot-lock stress run",
+        RUN + Duration::from_secs(30),
+        run,
+        dump,
+    );
+    let (ok, failed) = (hot.tries[1].load(Relaxed), hot.tries[0].load(Relaxed));
+    let nested = hot.nested.load(Relaxed);
+    println!(
+        "hot-lock stress: {HOT_THREADS} threads, {nested} nested, try_lock {ok} ok / {failed} failed"
+    );
+    assert!(
+        ok > 0 && failed > 0 && nested > 100,
+        "the mix did not happen"
+    );
+}

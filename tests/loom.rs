@@ -67,6 +67,16 @@ impl Shadow {
     }
 }
 
+/// Nobody holds `lock` and nobody is counted as waiting for it.
+fn assert_idle(lock: &TwoStateLock) {
+    let end = lock.state();
+    assert_eq!(
+        (end.holders, end.add_waiters, end.block_waiters),
+        (0, 0, 0),
+        "{end:?}"
+    );
+}
+
 /// Two locks, lower address first.
 fn two_locks() -> (Arc<TwoStateLock>, Arc<TwoStateLock>) {
     let (a, b) = (Arc::new(TwoStateLock::new()), Arc::new(TwoStateLock::new()));
@@ -242,12 +252,7 @@ fn late_wake_up_leaves_no_phantom_waiter() {
         for class in [Class::Add, Class::Block, Class::Add] {
             drop(lock.lock(class));
         }
-        let end = lock.state();
-        assert_eq!(
-            (end.holders, end.add_waiters, end.block_waiters),
-            (0, 0, 0),
-            "{end:?}"
-        );
+        assert_idle(&lock);
     });
 }
 
@@ -331,12 +336,7 @@ fn cycle_against_blockers_of_the_faulting_lock() {
         for class in [Class::Add, Class::Block, Class::Add] {
             drop(low.lock(class));
         }
-        let end = low.state();
-        assert_eq!(
-            (end.holders, end.add_waiters, end.block_waiters),
-            (0, 0, 0),
-            "{end:?}"
-        );
+        assert_idle(&low);
     });
 }
 
@@ -426,12 +426,7 @@ fn a_waiter_that_panics_at_the_holder_limit_leaves_no_count() {
         drop(mine);
         drop(keep);
         drop(lock.lock(Class::Block));
-        let end = lock.state();
-        assert_eq!(
-            (end.holders, end.add_waiters, end.block_waiters),
-            (0, 0, 0),
-            "{end:?}"
-        );
+        assert_idle(&lock);
     });
 }
 
@@ -518,12 +513,7 @@ fn same_lock_fault_in_races_a_blocker_and_an_adder() {
         drop(dio);
         blocker.join().unwrap();
         adder.join().unwrap();
-        let end = lock.state();
-        assert_eq!(
-            (end.holders, end.add_waiters, end.block_waiters),
-            (0, 0, 0),
-            "{end:?}"
-        );
+        assert_idle(&lock);
     });
 }
 
@@ -715,12 +705,7 @@ fn release_gap_keeps_the_turn() {
         for t in [waiter, queued, late] {
             t.join().unwrap();
         }
-        let end = lock.state();
-        assert_eq!(
-            (end.holders, end.add_waiters, end.block_waiters),
-            (0, 0, 0),
-            "{end:?}"
-        );
+        assert_idle(&lock);
     });
 }
 
@@ -744,12 +729,7 @@ fn release_gap_wakes_the_sleepers() {
         drop(held);
         waiter.join().unwrap();
         late.join().unwrap();
-        let end = lock.state();
-        assert_eq!(
-            (end.holders, end.add_waiters, end.block_waiters),
-            (0, 0, 0),
-            "{end:?}"
-        );
+        assert_idle(&lock);
     });
 }
 
@@ -839,12 +819,7 @@ fn fast_try_lock_races_a_hand_off() {
         drop(held);
         blocker.join().unwrap();
         late.join().unwrap();
-        let end = lock.state();
-        assert_eq!(
-            (end.holders, end.add_waiters, end.block_waiters),
-            (0, 0, 0),
-            "{end:?}"
-        );
+        assert_idle(&lock);
     });
 }
 
@@ -878,12 +853,7 @@ fn fast_joins_race_a_release_that_hands_off() {
         drop(again);
         early.join().unwrap();
         blocker.join().unwrap();
-        let end = lock.state();
-        assert_eq!(
-            (end.holders, end.add_waiters, end.block_waiters),
-            (0, 0, 0),
-            "{end:?}"
-        );
+        assert_idle(&lock);
     });
 }
 
@@ -922,12 +892,7 @@ fn nested_try_lock_into_a_pending_hand_off() {
         go.store(true, SeqCst);
         drop(keep);
         blocker.join().unwrap();
-        let end = lock.state();
-        assert_eq!(
-            (end.holders, end.add_waiters, end.block_waiters),
-            (0, 0, 0),
-            "{end:?}"
-        );
+        assert_idle(&lock);
     });
 }
 
@@ -957,12 +922,7 @@ fn nested_lock_while_both_classes_wait() {
         drop(keep);
         blocker.join().unwrap();
         adder.join().unwrap();
-        let end = lock.state();
-        assert_eq!(
-            (end.holders, end.add_waiters, end.block_waiters),
-            (0, 0, 0),
-            "{end:?}"
-        );
+        assert_idle(&lock);
     });
 }
 
@@ -1021,11 +981,6 @@ fn holder_limit_through_the_fast_path() {
         t1.join().unwrap();
         t2.join().unwrap();
         drop(lock.lock(Class::Block));
-        let end = lock.state();
-        assert_eq!(
-            (end.holders, end.add_waiters, end.block_waiters),
-            (0, 0, 0),
-            "{end:?}"
-        );
+        assert_idle(&lock);
     });
 }

@@ -332,7 +332,9 @@ impl RawLock {
                 Ok(_) => return Ok(()),
                 // Another thread changed the state under us, most often one
                 // entering or leaving the same phase: back off so that the
-                // cache line stays with it a while, then look again.
+                // cache line stays with it a while, then look again. The
+                // look cannot return a value older than `now` (one thread,
+                // one word: coherence); loom, which would let it, keeps `now`.
                 Err(now) => {
                     state = if backoff.spin() {
                         peek(&self.state)

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Holder, ordered_pair, wait_until, watchdog};
+use common::{Holder, ordered, ordered_pair, wait_until, watchdog};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
@@ -11,13 +11,6 @@ use std::time::{Duration, Instant};
 use two_state_lock::{Class, FaultError, Scoped, TwoStateLock};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// Three locks in address order.
-fn ordered_three() -> [Arc<TwoStateLock>; 3] {
-    let mut locks: Vec<_> = (0..3).map(|_| Arc::new(TwoStateLock::new())).collect();
-    locks.sort_by_key(|l| Arc::as_ptr(l) as usize);
-    locks.try_into().unwrap()
-}
 
 #[test]
 fn no_held_mapping_takes_add() {
@@ -190,7 +183,7 @@ fn cross_mapping_direct_writes_do_not_deadlock() {
 #[test]
 fn nested_scopes_cycle_every_held_mapping_after_the_fault() {
     watchdog("nested scopes", LIMIT, || {
-        let [l0, l1, l2] = ordered_three();
+        let [l0, l1, l2] = ordered::<3>();
         let truncate = Holder::spawn(&l0, Class::Block);
         let (a, b, c) = (l0.clone(), l1.clone(), l2.clone());
         let writer = thread::spawn(move || {
@@ -235,7 +228,7 @@ fn nested_scopes_cycle_every_held_mapping_after_the_fault() {
 #[test]
 fn only_scopes_ordering_after_the_fault_are_cycled() {
     watchdog("partial cycle", LIMIT, || {
-        let [l0, l1, l2] = ordered_three();
+        let [l0, l1, l2] = ordered::<3>();
         let truncate = Holder::spawn(&l1, Class::Block);
         let (a, b, c) = (l0.clone(), l1.clone(), l2.clone());
         let writer = thread::spawn(move || {
@@ -507,7 +500,7 @@ fn fault_in_on_a_held_mapping_holding_add_runs_f_without_cycling() {
 #[test]
 fn fault_in_cycles_every_held_mapping_at_or_after_the_lock_and_keeps_the_rest() {
     watchdog("nested fault_in", LIMIT, || {
-        let [l0, l1, l2] = ordered_three();
+        let [l0, l1, l2] = ordered::<3>();
         // Scopes on l0 (outer) and l2 (inner); the fault is on l1, held in
         // Block by another thread so that try_lock fails.
         let truncate = Holder::spawn(&l1, Class::Block);
@@ -686,20 +679,13 @@ fn fault_in_releases_every_held_mapping_at_or_after_the_fault() {
     });
 }
 
-/// Four locks in address order.
-fn ordered_four() -> [Arc<TwoStateLock>; 4] {
-    let mut locks: Vec<_> = (0..4).map(|_| Arc::new(TwoStateLock::new())).collect();
-    locks.sort_by_key(|l| Arc::as_ptr(l) as usize);
-    locks.try_into().unwrap()
-}
-
 /// A fault inside a cycling `fault_in`'s `f`, in a scope opened there: the
 /// inner cycle re-takes exactly what it released, the outer one the rest,
 /// whether the inner fault's lock orders below the outer one's or above.
 #[test]
 fn a_fault_cycle_inside_a_cycling_fault_in_re_takes_exactly_its_own_holds() {
     watchdog("nested cycles", LIMIT, || {
-        let [l0, l1, l2, l3] = ordered_four();
+        let [l0, l1, l2, l3] = ordered::<4>();
         let block = |l: &TwoStateLock| (l.state().class, l.state().holders);
         let g0 = l0.lock(Class::Block);
         let g2 = l2.lock(Class::Block);

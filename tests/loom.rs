@@ -79,12 +79,15 @@ fn assert_idle(lock: &TwoStateLock) {
 
 /// Two locks, lower address first.
 fn two_locks() -> (Arc<TwoStateLock>, Arc<TwoStateLock>) {
-    let (a, b) = (Arc::new(TwoStateLock::new()), Arc::new(TwoStateLock::new()));
-    if Arc::as_ptr(&a) < Arc::as_ptr(&b) {
-        (a, b)
-    } else {
-        (b, a)
-    }
+    let [a, b] = ordered();
+    (a, b)
+}
+
+/// `N` locks, lowest address first.
+fn ordered<const N: usize>() -> [Arc<TwoStateLock>; N] {
+    let mut locks: Vec<_> = (0..N).map(|_| Arc::new(TwoStateLock::new())).collect();
+    locks.sort_by_key(|l| Arc::as_ptr(l) as usize);
+    locks.try_into().unwrap()
 }
 
 #[test]
@@ -733,13 +736,6 @@ fn release_gap_wakes_the_sleepers() {
     });
 }
 
-/// Three locks, lowest address first.
-fn three_locks() -> [Arc<TwoStateLock>; 3] {
-    let mut locks: Vec<_> = (0..3).map(|_| Arc::new(TwoStateLock::new())).collect();
-    locks.sort_by_key(|l| Arc::as_ptr(l) as usize);
-    locks.try_into().unwrap()
-}
-
 /// A fault cycle inside a cycling `fault_in`'s `f`, in a scope opened
 /// there, while another thread takes the three locks one by one: each cycle
 /// re-takes exactly what it released (the inner one the middle lock, the
@@ -747,7 +743,7 @@ fn three_locks() -> [Arc<TwoStateLock>; 3] {
 #[test]
 fn a_cycle_inside_a_cycle_re_takes_its_own_holds() {
     model(|| {
-        let [low, mid, high] = three_locks();
+        let [low, mid, high] = ordered::<3>();
         let (l, m, h) = (low.clone(), mid.clone(), high.clone());
         let other = thread::spawn(move || {
             drop(l.lock(Class::Block));

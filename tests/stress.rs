@@ -87,23 +87,11 @@ fn stress_many_threads_random_classes_and_nesting() {
     let locks = world.locks.clone();
     let dump = move || format!("{locks:#?}");
     let run = move || {
-        let deadline = Instant::now() + RUN;
-        let threads: Vec<_> = (0..THREADS)
-            .map(|seed| {
-                let world = world.clone();
-                thread::spawn(move || {
-                    let mut rng = fastrand::Rng::with_seed(seed);
-                    for n in 0..OPS_PER_THREAD {
-                        if n % 64 == 0 && Instant::now() > deadline {
-                            break;
-                        }
-                        op(&world, &mut rng);
-                        world.ops.fetch_add(1, Relaxed);
-                    }
-                })
-            })
-            .collect();
-        threads.into_iter().for_each(|t| t.join().unwrap());
+        let w = world.clone();
+        run_bounded(THREADS, OPS_PER_THREAD, move |rng| {
+            op(&w, rng);
+            w.ops.fetch_add(1, Relaxed);
+        });
         for lock in &world.locks {
             let s = lock.state();
             assert!(
@@ -143,6 +131,41 @@ fn stress_one_hot_lock_short_holds() {
         }
         hot.shadow.leave(class);
     }
+    fn hot_op(hot: &Hot, rng: &mut fastrand::Rng) {
+        let class = if rng.u8(..4) == 0 {
+            Class::Block
+        } else {
+            Class::Add
+        };
+        match rng.u8(..10) {
+            0..=4 => {
+                let _g = hot.lock.lock(class);
+                hold(hot, class, rng);
+            }
+            5 | 6 => {
+                let got = hot.lock.try_lock(class).map(|_g| hold(hot, class, rng));
+                hot.tries[usize::from(got.is_some())].fetch_add(1, Relaxed);
+            }
+            7 => {
+                let _o = hot.outer.lock(random_class(rng));
+                let _g = hot.lock.lock(class);
+                hot.nested.fetch_add(1, Relaxed);
+                hold(hot, class, rng);
+            }
+            8 => {
+                let other = Arc::new(TwoStateLock::new());
+                let _a = other.lock_arc(Class::Add);
+                let _g = hot.lock.lock_nested(class);
+                hold(hot, class, rng);
+            }
+            _ => {
+                let g = hot.lock.lock_arc(class);
+                hot.shadow.enter(class);
+                hot.shadow.leave(class);
+                drop(g);
+            }
+        }
+    }
     let hot = Arc::new(Hot {
         lock: Arc::new(TwoStateLock::new()),
         outer: TwoStateLock::new(),
@@ -154,57 +177,10 @@ fn stress_one_hot_lock_short_holds() {
     let dump = move || format!("{:#?}", h.lock);
     let h = hot.clone();
     let run = move || {
-        let deadline = Instant::now() + RUN;
-        let threads: Vec<_> = (0..HOT_THREADS)
-            .map(|seed| {
-                let hot = h.clone();
-                thread::spawn(move || {
-                    let mut rng = fastrand::Rng::with_seed(seed);
-                    for n in 0..HOT_OPS_PER_THREAD {
-                        if n % 64 == 0 && Instant::now() > deadline {
-                            break;
-                        }
-                        let class = if rng.u8(..4) == 0 {
-                            Class::Block
-                        } else {
-                            Class::Add
-                        };
-                        match rng.u8(..10) {
-                            0..=4 => {
-                                let _g = hot.lock.lock(class);
-                                hold(&hot, class, &mut rng);
-                            }
-                            5 | 6 => {
-                                let got = hot
-                                    .lock
-                                    .try_lock(class)
-                                    .map(|_g| hold(&hot, class, &mut rng));
-                                hot.tries[usize::from(got.is_some())].fetch_add(1, Relaxed);
-                            }
-                            7 => {
-                                let _o = hot.outer.lock(random_class(&mut rng));
-                                let _g = hot.lock.lock(class);
-                                hot.nested.fetch_add(1, Relaxed);
-                                hold(&hot, class, &mut rng);
-                            }
-                            8 => {
-                                let other = Arc::new(TwoStateLock::new());
-                                let _a = other.lock_arc(Class::Add);
-                                let _g = hot.lock.lock_nested(class);
-                                hold(&hot, class, &mut rng);
-                            }
-                            _ => {
-                                let g = hot.lock.lock_arc(class);
-                                hot.shadow.enter(class);
-                                hot.shadow.leave(class);
-                                drop(g);
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        threads.into_iter().for_each(|t| t.join().unwrap());
+        let hot = h.clone();
+        run_bounded(HOT_THREADS, HOT_OPS_PER_THREAD, move |rng| {
+            hot_op(&hot, rng)
+        });
         let s = h.lock.state();
         assert!(
             s.holders == 0 && s.add_waiters == 0 && s.block_waiters == 0,
@@ -232,4 +208,26 @@ fn stress_one_hot_lock_short_holds() {
         ok > 0 && failed > 0 && nested > 100,
         "the mix did not happen"
     );
+}
+
+/// Runs `op` on `threads` threads, each until it has run `ops` times or `RUN`
+/// is over.
+fn run_bounded(threads: u64, ops: u64, op: impl Fn(&mut fastrand::Rng) + Send + Sync + 'static) {
+    let op = Arc::new(op);
+    let deadline = Instant::now() + RUN;
+    let handles: Vec<_> = (0..threads)
+        .map(|seed| {
+            let op = op.clone();
+            thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                for n in 0..ops {
+                    if n % 64 == 0 && Instant::now() > deadline {
+                        break;
+                    }
+                    op(&mut rng);
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|t| t.join().unwrap());
 }

@@ -82,13 +82,17 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 
 /// Two locks, lower address first (the fault protocol's lock order).
 pub fn ordered_pair() -> (std::sync::Arc<TwoStateLock>, std::sync::Arc<TwoStateLock>) {
-    let a = std::sync::Arc::new(TwoStateLock::new());
-    let b = std::sync::Arc::new(TwoStateLock::new());
-    if std::sync::Arc::as_ptr(&a) < std::sync::Arc::as_ptr(&b) {
-        (a, b)
-    } else {
-        (b, a)
-    }
+    let [a, b] = ordered();
+    (a, b)
+}
+
+/// `N` locks, lowest address first.
+pub fn ordered<const N: usize>() -> [std::sync::Arc<TwoStateLock>; N] {
+    let mut locks: Vec<_> = (0..N)
+        .map(|_| std::sync::Arc::new(TwoStateLock::new()))
+        .collect();
+    locks.sort_by_key(|l| std::sync::Arc::as_ptr(l) as usize);
+    locks.try_into().unwrap()
 }
 
 /// A thread that takes `class` on `lock` and holds it until told to stop.

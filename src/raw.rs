@@ -289,9 +289,9 @@ impl RawLock {
 
     /// The uncontended acquisition: nobody waits and the lock is free or held
     /// by `class`. A look, then one compare-and-swap from what it saw; on
-    /// failure, the state seen. (Looking first keeps a thread whose class
-    /// already holds from a compare-and-swap bound to fail, which takes the
-    /// cache line from the holders for nothing.)
+    /// failure, the state to judge next. (Looking first keeps a thread whose
+    /// class already holds from a compare-and-swap bound to fail, which takes
+    /// the cache line from the holders for nothing.)
     #[inline]
     pub(crate) fn try_lock_fast(&self, class: Class) -> Result<(), u64> {
         let state = peek(&self.state);
@@ -299,9 +299,30 @@ impl RawLock {
             return Err(state);
         };
         // Acquire: the holder sees what the previous holders wrote.
-        self.state
+        match self
+            .state
             .compare_exchange(state, next, Ordering::Acquire, Ordering::Relaxed)
-            .map(drop)
+        {
+            Ok(_) => Ok(()),
+            Err(now) => Err(self.after_lost_race(&CasBackoff::new(), now)),
+        }
+    }
+
+    /// The state to judge next after a compare-and-swap lost to another
+    /// thread that changed the state to `now`, most often one entering or
+    /// leaving the same phase. Backs off first, so that the cache line stays
+    /// with that thread a while (retrying at once took it away mid-operation:
+    /// 10% fewer operations with two threads of one class), then looks again.
+    /// The look cannot return a value older than `now` (one thread, one word:
+    /// coherence); loom, which would let it, keeps `now`.
+    #[cold]
+    #[inline(never)]
+    fn after_lost_race(&self, backoff: &CasBackoff, now: u64) -> u64 {
+        if backoff.spin() {
+            peek(&self.state)
+        } else {
+            now
+        }
     }
 
     /// Takes one hold of `class` if the rules for `admission` allow it now,
@@ -330,18 +351,7 @@ impl RawLock {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return Ok(()),
-                // Another thread changed the state under us, most often one
-                // entering or leaving the same phase: back off so that the
-                // cache line stays with it a while, then look again. The
-                // look cannot return a value older than `now` (one thread,
-                // one word: coherence); loom, which would let it, keeps `now`.
-                Err(now) => {
-                    state = if backoff.spin() {
-                        peek(&self.state)
-                    } else {
-                        now
-                    }
-                }
+                Err(now) => state = self.after_lost_race(&backoff, now),
             }
         }
         Err(state)

@@ -783,6 +783,32 @@ fn a_cycle_inside_a_cycle_re_takes_its_own_holds() {
 
 // ------------------------------------------ the look-then-CAS fast path
 
+/// `try_lock(Add)` on three threads while only `Add` ever holds: each must
+/// succeed. A compare-and-swap lost to another `Add` entering or leaving is
+/// not a closed lock; the loser looks again and retries.
+#[test]
+fn same_class_try_locks_that_lose_a_race_retry() {
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let l = lock.clone();
+                thread::spawn(move || {
+                    let g = l.try_lock(Class::Add);
+                    assert!(g.is_some(), "try_lock(Add) failed: {:?}", l.state());
+                })
+            })
+            .collect();
+        let g = lock.try_lock(Class::Add);
+        assert!(g.is_some(), "try_lock(Add) failed: {:?}", lock.state());
+        drop(g);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_idle(&lock);
+    });
+}
+
 /// A top-level `try_lock(Add)` that starts after a `Block` waiter has
 /// signed up, racing the release that hands off to it: it must fail unless
 /// the `Block` phase has already run. A fast-path join from a stale look, or

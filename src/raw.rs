@@ -304,25 +304,23 @@ impl RawLock {
             .compare_exchange(state, next, Ordering::Acquire, Ordering::Relaxed)
         {
             Ok(_) => Ok(()),
-            Err(now) => Err(self.after_lost_race(&CasBackoff::new(), now)),
+            Err(_) => Err(self.after_lost_race(&CasBackoff::new())),
         }
     }
 
     /// The state to judge next after a compare-and-swap lost to another
-    /// thread that changed the state to `now`, most often one entering or
-    /// leaving the same phase. Backs off first, so that the cache line stays
-    /// with that thread a while (retrying at once took it away mid-operation:
-    /// 10% fewer operations with two threads of one class), then looks again.
-    /// The look cannot return a value older than `now` (one thread, one word:
-    /// coherence); loom, which would let it, keeps `now`.
+    /// thread, most often one entering or leaving the same phase. Backs off
+    /// first, so that the cache line stays with that thread a while
+    /// (retrying at once took it away mid-operation: 10% fewer operations
+    /// with two threads of one class), then looks again. The look is never
+    /// older than the value the failed compare-and-swap read: a later load of
+    /// the same atomic by the same thread reads that write or a later one
+    /// (read-read coherence).
     #[cold]
     #[inline(never)]
-    fn after_lost_race(&self, backoff: &CasBackoff, now: u64) -> u64 {
-        if backoff.spin() {
-            peek(&self.state)
-        } else {
-            now
-        }
+    fn after_lost_race(&self, backoff: &CasBackoff) -> u64 {
+        backoff.spin();
+        peek(&self.state)
     }
 
     /// Takes one hold of `class` if the rules for `admission` allow it now,
@@ -351,7 +349,7 @@ impl RawLock {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return Ok(()),
-                Err(now) => state = self.after_lost_race(&backoff, now),
+                Err(_) => state = self.after_lost_race(&backoff),
             }
         }
         Err(state)

@@ -137,12 +137,11 @@ impl CasBackoff {
         }
     }
 
-    /// Pauses, and returns `true`: the caller should look at the word again.
-    /// Under loom it returns `false` at once: a pause is not an event loom
-    /// can schedule, and the caller keeps the value the failed
-    /// compare-and-swap returned.
+    /// Pauses before the caller looks at the word again. Under loom it
+    /// returns at once: a pause is not an event loom can schedule (the look
+    /// after it is).
     #[inline]
-    pub(crate) fn spin(&self) -> bool {
+    pub(crate) fn spin(&self) {
         #[cfg(not(loom))]
         {
             let step = (self.step.get() + 1).min(CAS_BACKOFF_LIMIT);
@@ -150,10 +149,7 @@ impl CasBackoff {
             for _ in 0..1u32 << step {
                 core::hint::spin_loop();
             }
-            true
         }
-        #[cfg(loom)]
-        false
     }
 }
 

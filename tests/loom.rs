@@ -809,6 +809,29 @@ fn same_class_try_locks_that_lose_a_race_retry() {
     });
 }
 
+/// A nested `try_lock(Add)` whose compare-and-swap may lose to a `Block`
+/// thread signing up to wait: after the lost race it is judged again as
+/// nested, and enters (a `Block` waiter does not close the lock to it).
+#[test]
+fn nested_try_lock_that_loses_a_race_to_a_sign_up_enters() {
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let first = lock.lock(Class::Add);
+        let l = lock.clone();
+        let blocker = thread::spawn(move || drop(l.lock(Class::Block)));
+        let g = lock.try_lock(Class::Add);
+        assert!(
+            g.is_some(),
+            "nested try_lock(Add) failed while Add held: {:?}",
+            lock.state()
+        );
+        drop(g);
+        drop(first);
+        blocker.join().unwrap();
+        assert_idle(&lock);
+    });
+}
+
 /// A top-level `try_lock(Add)` that starts after a `Block` waiter has
 /// signed up, racing the release that hands off to it: it must fail unless
 /// the `Block` phase has already run. A fast-path join from a stale look, or

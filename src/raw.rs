@@ -304,7 +304,7 @@ impl RawLock {
             .compare_exchange(state, next, Ordering::Acquire, Ordering::Relaxed)
         {
             Ok(_) => Ok(()),
-            Err(_) => Err(self.after_lost_race(&CasBackoff::new())),
+            Err(_) => Err(self.after_lost_race(&mut CasBackoff::new())),
         }
     }
 
@@ -318,7 +318,7 @@ impl RawLock {
     /// (read-read coherence).
     #[cold]
     #[inline(never)]
-    fn after_lost_race(&self, backoff: &CasBackoff) -> u64 {
+    fn after_lost_race(&self, backoff: &mut CasBackoff) -> u64 {
         backoff.spin();
         peek(&self.state)
     }
@@ -339,7 +339,7 @@ impl RawLock {
         admission: Admission,
         counted: bool,
     ) -> Result<(), u64> {
-        let backoff = CasBackoff::new();
+        let mut backoff = CasBackoff::new();
         while is_lockable(state, class, admission) {
             // Acquire, as in `try_lock_fast`.
             match self.state.compare_exchange(
@@ -349,7 +349,7 @@ impl RawLock {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return Ok(()),
-                Err(_) => state = self.after_lost_race(&backoff),
+                Err(_) => state = self.after_lost_race(&mut backoff),
             }
         }
         Err(state)
@@ -734,19 +734,17 @@ mod tests {
         let mut fast = 0;
         for holders in [0, 1, 2, u64::from(MAX_HOLDERS) - 1, u64::from(MAX_HOLDERS)] {
             for bits in 0..16u64 {
-                let state = holders
-                    | if bits & 1 != 0 { CLASS_BLOCK } else { 0 }
-                    | if bits & 2 != 0 { HANDED } else { 0 }
-                    | if bits & 4 != 0 {
-                        Class::Add.waiter()
-                    } else {
-                        0
-                    }
-                    | if bits & 8 != 0 {
-                        Class::Block.waiter()
-                    } else {
-                        0
-                    };
+                // Bit i of `bits` sets the i-th of these.
+                let state = [
+                    CLASS_BLOCK,
+                    HANDED,
+                    Class::Add.waiter(),
+                    Class::Block.waiter(),
+                ]
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| bits & (1 << i) != 0)
+                .fold(holders, |state, (_, bit)| state | bit);
                 for class in [Class::Add, Class::Block] {
                     let Some(next) = fast_entry(state, class) else {
                         continue;

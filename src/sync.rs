@@ -121,7 +121,7 @@ impl WakeWord {
 /// instructions, doubling each time, never a yield.
 pub(crate) struct CasBackoff {
     #[cfg(not(loom))]
-    step: core::cell::Cell<u32>,
+    step: u32,
 }
 
 /// The most doublings: 1024 pauses.
@@ -133,7 +133,7 @@ impl CasBackoff {
     pub(crate) fn new() -> Self {
         CasBackoff {
             #[cfg(not(loom))]
-            step: core::cell::Cell::new(0),
+            step: 0,
         }
     }
 
@@ -141,12 +141,11 @@ impl CasBackoff {
     /// returns at once: a pause is not an event loom can schedule (the look
     /// after it is).
     #[inline]
-    pub(crate) fn spin(&self) {
+    pub(crate) fn spin(&mut self) {
         #[cfg(not(loom))]
         {
-            let step = (self.step.get() + 1).min(CAS_BACKOFF_LIMIT);
-            self.step.set(step);
-            for _ in 0..1u32 << step {
+            self.step = (self.step + 1).min(CAS_BACKOFF_LIMIT);
+            for _ in 0..1u32 << self.step {
                 core::hint::spin_loop();
             }
         }

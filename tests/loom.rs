@@ -77,6 +77,29 @@ fn assert_idle(lock: &TwoStateLock) {
     );
 }
 
+/// Yields until a thread of `class` has signed up to wait for `lock`.
+fn until_signed_up(lock: &TwoStateLock, class: Class) {
+    let waiting = |s: two_state_lock::LockState| match class {
+        Class::Add => s.add_waiters,
+        Class::Block => s.block_waiters,
+    };
+    while waiting(lock.state()) == 0 {
+        thread::yield_now();
+    }
+}
+
+/// Spawns a thread that takes `Block` on `lock` and, holding it, sets the
+/// returned flag.
+fn spawn_flagging_blocker(lock: &Arc<TwoStateLock>) -> (thread::JoinHandle<()>, Arc<AtomicBool>) {
+    let ran = Arc::new(AtomicBool::new(false));
+    let (l, r) = (lock.clone(), ran.clone());
+    let blocker = thread::spawn(move || {
+        let _g = l.lock(Class::Block);
+        r.store(true, SeqCst);
+    });
+    (blocker, ran)
+}
+
 /// Two locks, lower address first.
 fn two_locks() -> (Arc<TwoStateLock>, Arc<TwoStateLock>) {
     let [a, b] = ordered();
@@ -264,16 +287,9 @@ fn waiter_is_admitted_after_one_opposite_phase() {
     model(|| {
         let lock = Arc::new(TwoStateLock::new());
         let held = lock.lock(Class::Add);
-        let block_entered = Arc::new(AtomicBool::new(false));
-        let (l, e) = (lock.clone(), block_entered.clone());
-        let blocker = thread::spawn(move || {
-            let _g = l.lock(Class::Block);
-            e.store(true, SeqCst);
-        });
+        let (blocker, block_entered) = spawn_flagging_blocker(&lock);
         // Wait until the Block thread has signed up to sleep.
-        while lock.state().block_waiters == 0 {
-            thread::yield_now();
-        }
+        until_signed_up(&lock, Class::Block);
         drop(held);
         // A new top-level Add must not get in before the Block waiter's phase.
         let again = lock.lock(Class::Add);
@@ -411,9 +427,7 @@ fn a_waiter_that_panics_at_the_holder_limit_leaves_no_count() {
             }
             entered.is_some()
         });
-        while lock.state().add_waiters == 0 {
-            thread::yield_now();
-        }
+        until_signed_up(&lock, Class::Add);
         // Keeps this thread's acquisitions nested: they barge into the
         // pending hand-off to Add.
         let other = TwoStateLock::new();
@@ -677,15 +691,8 @@ fn release_gap_keeps_the_turn() {
     model(|| {
         let lock = Arc::new(TwoStateLock::new());
         let held = lock.lock(Class::Add);
-        let block_ran = Arc::new(AtomicBool::new(false));
-        let (l, ran) = (lock.clone(), block_ran.clone());
-        let waiter = thread::spawn(move || {
-            let _g = l.lock(Class::Block);
-            ran.store(true, SeqCst);
-        });
-        while lock.state().block_waiters == 0 {
-            thread::yield_now();
-        }
+        let (waiter, block_ran) = spawn_flagging_blocker(&lock);
+        until_signed_up(&lock, Class::Block);
         let spawn_adder = || {
             let (l, ran) = (lock.clone(), block_ran.clone());
             thread::spawn(move || {
@@ -700,9 +707,7 @@ fn release_gap_keeps_the_turn() {
         // One Add queues behind the Block waiter; another arrives as the
         // release runs.
         let queued = spawn_adder();
-        while lock.state().add_waiters == 0 {
-            thread::yield_now();
-        }
+        until_signed_up(&lock, Class::Add);
         let late = spawn_adder();
         drop(held);
         for t in [waiter, queued, late] {
@@ -725,9 +730,7 @@ fn release_gap_wakes_the_sleepers() {
             thread::spawn(move || drop(l.lock(Class::Block)))
         };
         let waiter = spawn_blocker();
-        while lock.state().block_waiters == 0 {
-            thread::yield_now();
-        }
+        until_signed_up(&lock, Class::Block);
         let late = spawn_blocker();
         drop(held);
         waiter.join().unwrap();
@@ -841,15 +844,8 @@ fn fast_try_lock_races_a_hand_off() {
     model(|| {
         let lock = Arc::new(TwoStateLock::new());
         let held = lock.lock(Class::Add);
-        let ran = Arc::new(AtomicBool::new(false));
-        let (l, r) = (lock.clone(), ran.clone());
-        let blocker = thread::spawn(move || {
-            let _g = l.lock(Class::Block);
-            r.store(true, SeqCst);
-        });
-        while lock.state().block_waiters == 0 {
-            thread::yield_now();
-        }
+        let (blocker, ran) = spawn_flagging_blocker(&lock);
+        until_signed_up(&lock, Class::Block);
         let (l, r) = (lock.clone(), ran.clone());
         let late = thread::spawn(move || {
             if let Some(g) = l.try_lock(Class::Add) {
@@ -888,9 +884,7 @@ fn fast_joins_race_a_release_that_hands_off() {
             r.store(true, SeqCst);
             s.leave(Class::Block);
         });
-        while lock.state().block_waiters == 0 {
-            thread::yield_now();
-        }
+        until_signed_up(&lock, Class::Block);
         drop(held);
         // Top-level, after the Block waiter signed up.
         let again = lock.lock(Class::Add);
@@ -920,9 +914,7 @@ fn nested_try_lock_into_a_pending_hand_off() {
             }
         });
         let keep = other.lock(Class::Add); // makes our next acquisition nested
-        while lock.state().block_waiters == 0 {
-            thread::yield_now();
-        }
+        until_signed_up(&lock, Class::Block);
         drop(first); // hands off to Block
         match lock.try_lock(Class::Add) {
             Some(barge) => drop(barge),
@@ -955,9 +947,7 @@ fn nested_lock_while_both_classes_wait() {
             thread::spawn(move || s.critical(&l, class))
         };
         let blocker = spawn(Class::Block);
-        while lock.state().block_waiters == 0 {
-            thread::yield_now();
-        }
+        until_signed_up(&lock, Class::Block);
         let adder = spawn(Class::Add);
         let keep = other.lock(Class::Add);
         drop(first);

@@ -40,18 +40,26 @@ fn try_lock<S: Subject>(c: &mut Criterion) {
 }
 
 /// Runs `helper` on another thread until `iters` iterations of `main` are
-/// done, and times the main thread.
+/// done, and times the main thread from the helper's first acquisition on.
 fn against_helper<S: Subject>(iters: u64, main: Class, helper: Class) -> Duration {
     // Each on its own cache line: the helper reads `stop` on every pass,
     // which must not be a read of the lock's line.
     let lock = Arc::new(CachePadded::new(S::default()));
     let stop = Arc::new(CachePadded::new(AtomicBool::new(false)));
-    let (l, s) = (lock.clone(), stop.clone());
+    let started = Arc::new(CachePadded::new(AtomicBool::new(false)));
+    let (l, s, h_started) = (lock.clone(), stop.clone(), started.clone());
     let h = thread::spawn(move || {
+        l.with(helper, short_work);
+        h_started.store(true, Ordering::Relaxed);
         while !s.load(Ordering::Relaxed) {
             l.with(helper, short_work);
         }
     });
+    // Timing before the helper runs would count uncontended operations (a
+    // thread takes tens of microseconds to start): wait for it.
+    while !started.load(Ordering::Relaxed) {
+        std::hint::spin_loop();
+    }
     let start = Instant::now();
     for _ in 0..iters {
         lock.with(main, short_work);
@@ -95,16 +103,25 @@ fn range_uncontended(c: &mut Criterion) {
     let mut g = c.benchmark_group("uncontended, one stripe of a LockTable vs TwoStateLock::lock");
     let table = two_state_lock::LockTable::new(1024);
     let lock = TwoStateLock::new();
+    // Both timed by the same loop, whose counter (the stripe) stays in a
+    // register. With the counter kept across `iter`'s calls, in memory, the
+    // table took 1.0-1.7x the lock's time from one run to the next.
+    fn timed(iters: u64, mut op: impl FnMut(u64)) -> Duration {
+        let start = Instant::now();
+        for i in 0..iters {
+            op(black_box(i));
+        }
+        start.elapsed()
+    }
     for (class, label) in CLASSES {
         g.bench_function(BenchmarkId::new("TwoStateLock::lock", label), |b| {
-            b.iter(|| drop(black_box(&lock).lock(black_box(class))))
+            b.iter_custom(|iters| timed(iters, |_| drop(black_box(&lock).lock(black_box(class)))))
         });
-        let mut stripe = 0u64;
         g.bench_function(BenchmarkId::new("LockTable::lock_range", label), |b| {
-            b.iter(|| {
-                stripe = stripe.wrapping_add(1);
-                let s = black_box(stripe);
-                drop(black_box(&table).lock_range(black_box(7), s..s + 1, black_box(class)))
+            b.iter_custom(|iters| {
+                timed(iters, |s| {
+                    drop(black_box(&table).lock_range(black_box(7), s..s + 1, black_box(class)))
+                })
             })
         });
     }

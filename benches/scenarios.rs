@@ -24,6 +24,9 @@ use two_state_lock::{Class, TwoStateLock};
 struct Settings {
     /// Run length of one measurement.
     run: Duration,
+    /// Run length of one fairness measurement: longer, because its p99 is
+    /// the tail of a wait that is sampled only every `PERIOD`.
+    fairness_run: Duration,
     /// Write the fairness chart here.
     svg: Option<String>,
 }
@@ -166,7 +169,7 @@ fn fairness<S: Subject>(s: &Settings, stream: Class) -> Fairness {
         .collect();
     thread::sleep(Duration::from_millis(20));
     let mut waits = Histogram::<u64>::new(3).unwrap();
-    let end = Instant::now() + s.run;
+    let end = Instant::now() + s.fairness_run;
     // Ends the stream at the end of the run, even while the periodic thread
     // is starved: its wait is then recorded in full.
     let stopper = {
@@ -208,7 +211,7 @@ fn print_fairness(s: &Settings) -> Vec<(Class, Vec<Fairness>)> {
         "{STREAMERS} threads take the streaming class back to back, each holding it for a {} us sleep; one thread takes the other class every {} ms. Its wait, over {:.1} s per lock (a wait of half the run or more means it was starved until the stream stopped).\n",
         HOLD.as_micros(),
         PERIOD.as_millis(),
-        s.run.as_secs_f64()
+        s.fairness_run.as_secs_f64()
     );
     let mut all = Vec::new();
     for stream in [Class::Add, Class::Block] {
@@ -236,9 +239,9 @@ fn print_fairness(s: &Settings) -> Vec<(Class, Vec<Fairness>)> {
                 "| {} | {} | {} | {} | {} | {} |",
                 r.name,
                 r.waits.len(),
-                fmt_wait(r.waits.value_at_quantile(0.5), s.run),
-                fmt_wait(r.waits.value_at_quantile(0.99), s.run),
-                fmt_wait(r.waits.max(), s.run),
+                fmt_wait(r.waits.value_at_quantile(0.5), s.fairness_run),
+                fmt_wait(r.waits.value_at_quantile(0.99), s.fairness_run),
+                fmt_wait(r.waits.max(), s.fairness_run),
                 r.streamed
             );
         }
@@ -592,6 +595,11 @@ fn main() {
         } else {
             Duration::from_secs(2)
         },
+        fairness_run: if smoke {
+            Duration::from_millis(150)
+        } else {
+            Duration::from_secs(8)
+        },
         svg: (!smoke)
             .then(|| concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fairness.svg").to_string()),
     };
@@ -611,7 +619,11 @@ fn main() {
     let run = |section: &str| chosen.is_empty() || chosen.contains(&section);
     println!(
         "# Scenarios ({} per measurement, {} CPUs)\n",
-        if smoke { "150 ms smoke run" } else { "2 s" },
+        if smoke {
+            "150 ms smoke run"
+        } else {
+            "2 s (fairness: 8 s)"
+        },
         thread::available_parallelism().map_or(0, |n| n.get())
     );
     if run("sizes") {
@@ -632,7 +644,7 @@ fn main() {
         None => return,
     };
     if let Some(path) = settings.svg {
-        match plot_fairness(&path, settings.run, &fairness) {
+        match plot_fairness(&path, settings.fairness_run, &fairness) {
             Ok(()) => println!("Fairness chart written to {path}"),
             Err(e) => eprintln!("scenarios: cannot write {path}: {e}"),
         }

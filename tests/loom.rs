@@ -774,12 +774,7 @@ fn a_cycle_inside_a_cycle_re_takes_its_own_holds() {
         drop(dio);
         other.join().unwrap();
         for l in [&low, &mid, &high] {
-            let s = l.state();
-            assert_eq!(
-                (s.holders, s.add_waiters, s.block_waiters),
-                (0, 0, 0),
-                "{s:?}"
-            );
+            assert_idle(l);
         }
     });
 }

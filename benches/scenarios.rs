@@ -387,18 +387,34 @@ fn mixed_fixed_work<S: Subject>(mix: Mix, ops: u64) -> f64 {
     done as f64 / span.as_secs_f64() / 1e6
 }
 
+/// The median; of an even count, the mean of the middle two.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
 fn print_mixed(s: &Settings) {
     println!("## Contended throughput\n");
     // Interleaved rounds, each lock once per round, medians: on a shared
     // machine the speed of contended cache lines drifts by 2-3x over a run,
-    // and running one lock after another would compare the drift.
+    // and running one lock after another would compare the drift. Eight
+    // rounds: each of the four locks runs twice in each position. The fixed
+    // work lasts about as long as the fixed time (100-500 ms): at 300,000
+    // ops a run took about 10 ms, and one slow scheduling slice of the host
+    // decided it (two threads, `Add` only: 0.40-1.16x the best peer in six
+    // runs of the same code, against 0.87-1.26x at 3,000,000 in four).
     let (rounds, slice, ops) = if s.run < Duration::from_secs(1) {
         (2, Duration::from_millis(50), 20_000)
     } else {
-        (9, Duration::from_millis(150), 300_000)
+        (8, Duration::from_millis(150), 3_000_000)
     };
     println!(
-        "Threads on one lock; each op takes `Add` (a reader/writer lock: read) or `Block` (write) at the given ratio around a short critical section. Million ops/s, higher is better, in two views: **fixed time** (every thread runs for {} ms; a lock that lets some threads hog it can score high) and **fixed work** (every thread does {ops} ops; the time is until the last finishes, so starving a thread costs). Each figure is the median of {rounds} rounds, the locks taking turns within a round. Last row: `two-state` against the best of std and parking_lot.\n",
+        "Threads on one lock; each op takes `Add` (a reader/writer lock: read) or `Block` (write) at the given ratio around a short critical section. Million ops/s, higher is better, in two views: **fixed time** (every thread runs for {} ms; a lock that lets some threads hog it can score high) and **fixed work** (every thread does {ops} ops; the time is until the last finishes, so starving a thread costs). Each figure is the median of {rounds} rounds, the locks taking turns within a round and each round starting with the next lock. Last row: `two-state` against the best of std and parking_lot.\n",
         slice.as_millis()
     );
     type Measure = fn(Mix, Duration, u64) -> f64;
@@ -419,14 +435,16 @@ fn print_mixed(s: &Settings) {
         let mut medians = vec![vec![0.0; MIXES.len()]; locks.len()];
         for (m, &mix) in MIXES.iter().enumerate() {
             let mut samples = vec![Vec::new(); locks.len()];
-            for _ in 0..rounds {
-                for (l, (_, measure)) in locks.iter().enumerate() {
-                    samples[l].push(measure[view](mix, slice, ops));
+            for round in 0..rounds {
+                // Each round starts with the next lock, so that every lock
+                // runs in every position equally often.
+                for k in 0..locks.len() {
+                    let l = (round + k) % locks.len();
+                    samples[l].push(locks[l].1[view](mix, slice, ops));
                 }
             }
-            for (l, mut v) in samples.into_iter().enumerate() {
-                v.sort_by(f64::total_cmp);
-                medians[l][m] = v[v.len() / 2];
+            for (l, v) in samples.into_iter().enumerate() {
+                medians[l][m] = median(v);
             }
         }
         print!("| {label} |");

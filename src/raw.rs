@@ -310,9 +310,9 @@ impl RawLock {
 
     /// The state to judge next after a compare-and-swap lost to another
     /// thread, most often one entering or leaving the same phase. Backs off
-    /// first, so that the cache line stays with that thread a while
-    /// (retrying at once took it away mid-operation: 10% fewer operations
-    /// with two threads of one class), then looks again. The look is never
+    /// first (`CasBackoff`), so that the cache line stays with that thread
+    /// for a few of its operations (retrying at once took it away
+    /// mid-operation), then looks again. The look is never
     /// older than the value the failed compare-and-swap read: a later load of
     /// the same atomic by the same thread reads that write or a later one
     /// (read-read coherence).

@@ -404,10 +404,11 @@ fn print_mixed(s: &Settings) {
     // machine the speed of contended cache lines drifts by 2-3x over a run,
     // and running one lock after another would compare the drift. Eight
     // rounds: each of the four locks runs twice in each position. The fixed
-    // work lasts about as long as the fixed time (100-500 ms): at 300,000
-    // ops a run took about 10 ms, and one slow scheduling slice of the host
-    // decided it (two threads, `Add` only: 0.40-1.16x the best peer in six
-    // runs of the same code, against 0.87-1.26x at 3,000,000 in four).
+    // work takes tens to hundreds of milliseconds, like the fixed time: at
+    // 300,000 ops the fastest runs took about 10 ms, and one slow
+    // scheduling slice of the host decided them (two threads, `Add` only:
+    // 0.40-1.16x the best peer in six runs of the same code, against
+    // 0.87-1.26x at 3,000,000 in four).
     let (rounds, slice, ops) = if s.run < Duration::from_secs(1) {
         (2, Duration::from_millis(50), 20_000)
     } else {

@@ -126,8 +126,8 @@ pub(crate) struct CasBackoff {
 
 /// The first backoff: 8 pauses (about 0.2 us on the machine the README's
 /// numbers come from). The thread that won keeps the cache line for a few
-/// of its operations instead of one: with 2 pauses, two threads of one
-/// class passed the line back and forth and did about half as many
+/// of its operations instead of one: with 2 pauses, contended threads
+/// passed the line back and forth and did a quarter to a half fewer
 /// operations (README, "what was tried"). Longer still gained more
 /// throughput but lengthened the wait of the thread that lost.
 #[cfg(not(loom))]

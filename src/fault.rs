@@ -65,25 +65,29 @@ pub(crate) fn fault_in<R>(lock: &TwoStateLock, site: Site, f: impl FnOnce() -> R
         None => {}
     }
     if !held.any_at_or_after {
-        // No held mapping, or all in lock order: wait as usual.
+        // No held mapping, or all in lock order: wait as usual. Lock
+        // validation checks that order against the orders seen.
         return with_add(lock, site, f);
     }
     match lock.try_lock_at(Class::Add, site) {
-        Some(add) => {
-            let value = f();
-            drop(add);
-            value
-        }
+        Some(add) => run_holding(add, f),
         None => thread::cycle(&lock.raw, || with_add(lock, site, f)),
     }
 }
 
 /// Runs `f` holding `Add` on `lock`, taken blocking (judged by what the
-/// thread holds now) and released after `f`, also when it unwinds. The
-/// fault protocol handles order itself: lock validation does not count it.
+/// thread holds now) and released after `f`, also when it unwinds.
 fn with_add<R>(lock: &TwoStateLock, site: Site, f: impl FnOnce() -> R) -> R {
-    let add = lock.lock_at(Class::Add, site, false);
-    let value = f();
+    run_holding(lock.lock_at(Class::Add, site, true), f)
+}
+
+/// Runs `f` with the fault's own hold `add` as the innermost held mapping,
+/// then releases it: a fault inside `f` on a lock that orders before it
+/// cycles `add` too rather than wait while holding it (SPEC §8).
+fn run_holding<R>(add: Guard<'_>, f: impl FnOnce() -> R) -> R {
+    // Whether a fault inside `f` cycled `add` is the fault's own business:
+    // its pages were added under `Add`, whatever happened in between.
+    let value = add.faults_disabled(f).value;
     drop(add);
     value
 }
@@ -96,8 +100,8 @@ pub(crate) fn lock_fault(lock: &TwoStateLock, site: Site) -> Result<Guard<'_>, F
     }
     if !held.any_at_or_after {
         // No held mapping, or all in lock order: wait as usual (nested, if
-        // a scope is active).
-        return Ok(lock.lock_at(Class::Add, site, false));
+        // a scope is active), checked by lock validation like `fault_in`.
+        return Ok(lock.lock_at(Class::Add, site, true));
     }
     if let Some(guard) = lock.try_lock_at(Class::Add, site) {
         return Ok(guard);
@@ -159,9 +163,30 @@ impl TwoStateLock {
     /// n pages cycles at most n times. After the pinning loop, if the scope
     /// reports `locks_dropped`, re-invalidate the range once (pages may have
     /// been added while the hold was down), then issue the I/O. `f` runs
-    /// while the cycled holds are down: keep it to the fault's own work. A
-    /// fault inside `f` follows the protocol too (each cycle re-takes what
-    /// it released), but the fault's own `Add` hold is not a held mapping.
+    /// while the cycled holds are down: keep it to the fault's own work.
+    ///
+    /// **A fault inside `f`** follows the protocol too, and the fault's own
+    /// `Add` hold is a held mapping while `f` runs: a fault inside `f` on a
+    /// lock that orders before this one try-locks and, if that fails,
+    /// cycles this `Add` hold with the others (it is re-taken before the
+    /// inner fault returns), so no thread ever waits while holding a lock
+    /// that orders after the one it waits for. A fault inside `f` on this
+    /// lock is admitted at once.
+    ///
+    /// **Lock order.** The first row waits while holding the held mappings
+    /// and any other guard: it is deadlock-free only if every thread takes
+    /// locks in address order. Lock validation (debug builds, the `validate`
+    /// feature) counts that wait like a [`lock`](Self::lock), so a plain
+    /// acquisition elsewhere out of address order is reported with both
+    /// sites. The cycles are not counted: they hold only locks that order
+    /// before this one while they wait.
+    ///
+    /// # Panics
+    ///
+    /// As [`lock`](Self::lock), at the holder and waiter limits. A cycle
+    /// that cannot re-take a released hold at one of those limits aborts
+    /// the process: unwinding would leave a guard that does not own its
+    /// hold, and the limits are 2^29 − 1 holders and 65535 waiting threads.
     ///
     /// Use `fault_in` for new code. [`lock_fault`](Self::lock_fault) is the
     /// seed's protocol, for callers that want a same-mapping fault to fail
@@ -367,7 +392,7 @@ mod tests {
 
     fn ordered() -> (Box<TwoStateLock>, Box<TwoStateLock>) {
         let (a, b) = (Box::new(TwoStateLock::new()), Box::new(TwoStateLock::new()));
-        if thread::order(&a.raw) < thread::order(&b.raw) {
+        if crate::lockset::order(&a.raw) < crate::lockset::order(&b.raw) {
             (a, b)
         } else {
             (b, a)
@@ -422,7 +447,9 @@ mod tests {
         assert_eq!(inside.value, (1, 1));
         // A cycle of it leaves this thread holding nothing while it waits.
         let during = aio.faults_disabled(|| lock.fault_in(thread::counts_for_test));
-        assert_eq!(during.value, (1, 1), "only the fault's own Add is held");
+        // Only the fault's own Add is held, in a scope of its own (the
+        // cycled scope stays linked, its hold released).
+        assert_eq!(during.value, (1, 2), "only the fault's own Add is held");
         assert!(during.locks_dropped);
         assert_eq!(thread::counts_for_test(), (0, 0));
     }

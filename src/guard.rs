@@ -8,8 +8,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::lock::TwoStateLock;
+use crate::lockset::LockSet;
 use crate::raw::Class;
-use crate::thread::{self, Holds, LockSet, Scoped};
+use crate::thread::{self, Holds, Scoped};
 use crate::validate::{self, Record, Site};
 
 /// A hold of one class on a [`TwoStateLock`], released when dropped.
@@ -51,7 +52,7 @@ impl<'a> Guard<'a> {
         Guard {
             lock,
             class,
-            record: validate::acquired(&lock.raw, class, site),
+            record: validate::acquired(LockSet::one(&lock.raw), class, site),
             _not_send_or_sync: PhantomData,
         }
     }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::guard::{ArcGuard, Guard};
+use crate::lockset::LockSet;
 use crate::raw::{Admission, Class, LockState, RawLock};
 use crate::sync::const_fn_unless_loom;
 use crate::thread;
@@ -78,11 +79,11 @@ impl TwoStateLock {
     }
 
     /// [`lock`](Self::lock) on behalf of the caller at `site`; `order`:
-    /// lock validation counts it in the lock order (the fault protocol's own
-    /// acquisitions do not).
+    /// lock validation counts it in the lock order (the fault protocol's
+    /// cycles do not).
     #[inline]
     pub(crate) fn lock_at(&self, class: Class, site: Site, order: bool) -> Guard<'_> {
-        validate::before_blocking(&self.raw, class, site, order);
+        validate::before_blocking(LockSet::one(&self.raw), class, site, order);
         self.acquire(class);
         Guard::new(self, class, site)
     }
@@ -110,7 +111,7 @@ impl TwoStateLock {
     #[cfg_attr(validate, track_caller)]
     pub fn lock_nested(&self, class: Class) -> Guard<'_> {
         let site = Site::caller();
-        validate::before_blocking(&self.raw, class, site, false);
+        validate::before_blocking(LockSet::one(&self.raw), class, site, false);
         self.raw.lock(class, Admission::Nested);
         Guard::new(self, class, site)
     }
@@ -158,7 +159,7 @@ impl TwoStateLock {
     #[inline]
     #[cfg_attr(validate, track_caller)]
     pub fn lock_arc(self: &Arc<Self>, class: Class) -> ArcGuard {
-        validate::before_blocking(&self.raw, class, Site::caller(), true);
+        validate::before_blocking(LockSet::one(&self.raw), class, Site::caller(), true);
         self.acquire(class);
         ArcGuard::new(Arc::clone(self), class)
     }

@@ -88,10 +88,15 @@ impl Class {
 //
 // "Count 0, CLASS = X, not HANDED, Y waiters > 0" is a release caught
 // between its `fetch_sub` and the hand-off that follows it: the turn is
-// already Y's. Top-level X arrivals wait, counted X waiters included; Y and
-// nested X get in. The releaser then passes the turn to Y and wakes it, or,
-// if Y got in first, just wakes it; if a nested X got in, that X's release
-// hands off.
+// already Y's. Top-level X arrivals wait, counted X waiters included, and
+// so do X waiters woken by the hand-off that began the phase now ending
+// (they were late for it); Y (unless X waits too) and nested X get in. The
+// releaser then passes the turn to Y and wakes it, or, if Y got in first,
+// just wakes it; if a nested X got in, that X's release hands off. Nothing
+// else leaves this state behind: the first Y to sign up on a free lock
+// whose turn is X's, not handed, while X waits (no releaser saw a Y, so
+// none is coming) makes the turn X's explicitly, setting HANDED in its
+// sign-up and waking X; X's release then hands the lock to Y.
 //
 // Every way out of `lock_slow` after sign-up uncounts the thread: entering
 // (in the entering CAS) and unwinding (`Signup::drop`, e.g. at the holder
@@ -183,7 +188,33 @@ fn is_lockable(state: u64, class: Class, admission: Admission) -> bool {
     match admission {
         Admission::TopLevel => is_lockable_top_level(state, class),
         Admission::Nested => is_lockable_nested(state, class),
-        Admission::HandedOff => class_of(state) == class || is_lockable_top_level(state, class),
+        // It joins the phase it was handed while that phase lasts; once the
+        // phase has drained, it waits its turn like a top-level arrival.
+        Admission::HandedOff => {
+            (holders(state) > 0 && class_of(state) == class) || is_lockable_top_level(state, class)
+        }
+    }
+}
+
+/// `HANDED`, if the first waiter of `class` signing up from `state` must
+/// set it, else 0: the lock is free, it is the other class's turn and the
+/// other class waits, but no hand-off is pending and no releaser is on its
+/// way (none saw a waiter of `class`, there was none). The sign-up makes
+/// the turn the other class's explicitly; without it, that class's late
+/// waiters could not tell this state from a release gap and would wait
+/// for a hand-off nobody makes.
+#[inline]
+fn hand_to_other(state: u64, class: Class) -> u64 {
+    let other = class.other();
+    if holders(state) == 0
+        && state & HANDED == 0
+        && class_of(state) == other
+        && waiters(state, other) != 0
+        && waiters(state, class) == 0
+    {
+        HANDED
+    } else {
+        0
     }
 }
 
@@ -406,7 +437,7 @@ impl RawLock {
                 if waiters(state, class) == MAX_WAITERS {
                     too_many_waiters();
                 }
-                state + class.waiter()
+                state + class.waiter() + hand_to_other(state, class)
             };
             // AcqRel: orders our read of the wake word before the hand-off
             // that will see our count and bump it. The CAS is from the exact
@@ -420,6 +451,9 @@ impl RawLock {
                 continue;
             }
             signup.counted = true;
+            if signed_up & HANDED != state & HANDED {
+                self.wake[class.other().index()].bump_and_wake_all();
+            }
             wake.wait(seen);
             admission = if first_admission == Admission::Nested {
                 Admission::Nested
@@ -500,7 +534,15 @@ impl RawLock {
     fn hand_off(&self, class: Class, mut state: u64) {
         let other = class.other();
         loop {
-            if holders(state) == 0 && class_of(state) == class && waiters(state, other) != 0 {
+            // Not when HANDED: a hand-off to our class is pending (another
+            // release handed it back after the other class's phase), whose
+            // waiters' release hands off in turn; taking it would cost our
+            // class's waiters a second phase of the other class.
+            if holders(state) == 0
+                && state & HANDED == 0
+                && class_of(state) == class
+                && waiters(state, other) != 0
+            {
                 // AcqRel, and Acquire on failure: reading the state (ours, or
                 // a later one in its release sequence) synchronizes with the
                 // sleepers' sign-up CAS, so their reads of the wake word
@@ -717,6 +759,10 @@ mod tests {
             is_lockable_top_level(gap | HANDED, Add),
             "a hand-off to Add"
         );
+        // An Add woken by the hand-off that began the phase now ending was
+        // late for it: it waits for Block's turn too.
+        assert!(!is_lockable(gap, Add, Admission::HandedOff));
+        assert!(is_lockable(c(1, Add, 1, 2), Add, Admission::HandedOff));
         // The other class holds: nobody of this class gets in.
         for a in [Admission::TopLevel, Admission::Nested, Admission::HandedOff] {
             assert!(!is_lockable(c(1, Block, 0, 0), Add, a));
@@ -761,6 +807,47 @@ mod tests {
         // Free under either class (2 classes each) and held below the limit
         // by the entering class (3 counts).
         assert_eq!(fast, 2 * 2 + 3 * 2);
+    }
+
+    /// The first `Block` to sign up on a free lock whose turn is `Add`'s,
+    /// with `Add` waiting and no hand-off pending, hands the turn to `Add`
+    /// explicitly; in a release gap (a `Block` already counted) it does not.
+    #[test]
+    fn a_first_sign_up_on_a_free_lock_hands_the_waiting_class_its_turn() {
+        use Class::*;
+        let c = |h: u64, class: Class, add_waiters: u64, block_waiters: u64| {
+            h | class.bit() | (add_waiters * Add.waiter()) | (block_waiters * Block.waiter())
+        };
+        assert_eq!(hand_to_other(c(0, Add, 1, 0), Block), HANDED);
+        assert_eq!(hand_to_other(c(0, Add, 1, 1), Block), 0, "a release gap");
+        assert_eq!(hand_to_other(c(0, Add, 1, 0) | HANDED, Block), 0);
+        assert_eq!(hand_to_other(c(1, Add, 1, 0), Block), 0, "Add holds");
+        assert_eq!(hand_to_other(c(0, Add, 0, 0), Block), 0, "nobody waits");
+        assert_eq!(hand_to_other(c(0, Block, 0, 1), Add), HANDED);
+    }
+
+    /// An `Add` release whose hand-off CAS failed finds that `Block` got in
+    /// meanwhile and its release handed the turn back to `Add`: it leaves
+    /// that hand-off alone (before, it took it and handed the turn to
+    /// `Block` again, so `Add` waited two `Block` phases).
+    #[test]
+    fn a_release_that_finds_a_hand_off_back_to_its_class_leaves_it() {
+        let lock = RawLock::new();
+        let gap = Class::Add.bit() | Class::Block.waiter();
+        let handed_back = Class::Add.bit() | HANDED | Class::Add.waiter() | Class::Block.waiter();
+        lock.state.store(handed_back, Ordering::Relaxed);
+        let seen = lock.wake[Class::Block.index()].load();
+        lock.hand_off(Class::Add, gap);
+        assert_eq!(
+            lock.state.load(Ordering::Relaxed),
+            handed_back,
+            "the hand-off to Add stands"
+        );
+        assert_eq!(
+            lock.wake[Class::Block.index()].load(),
+            seen,
+            "Block not woken"
+        );
     }
 
     #[test]

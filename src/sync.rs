@@ -124,12 +124,12 @@ pub(crate) struct CasBackoff {
     step: u32,
 }
 
-/// The first backoff: 8 pauses (about 0.2 us on the machine the README's
-/// numbers come from). The thread that won keeps the cache line for a few
-/// of its operations instead of one: with 2 pauses, contended threads
-/// passed the line back and forth and did a quarter to a half fewer
-/// operations (README, "what was tried"). Longer still gained more
-/// throughput but lengthened the wait of the thread that lost.
+/// The first backoff: 8 pauses (about 0.2 us on the machine whose numbers
+/// docs/performance.md gives). The thread that won keeps the cache line
+/// for a few of its operations instead of one: with 2 pauses, contended
+/// threads passed the line back and forth (docs/performance.md, "what was
+/// tried"). Longer still gained more throughput but lengthened the wait of
+/// the thread that lost.
 #[cfg(not(loom))]
 const CAS_BACKOFF_FIRST: u32 = 3;
 

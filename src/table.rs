@@ -7,8 +7,9 @@ use std::marker::PhantomData;
 use std::ops::Range;
 
 use crate::lock::{TwoStateLock, raw_locks};
+use crate::lockset::LockSet;
 use crate::raw::{Class, LockState};
-use crate::thread::{self, Holds, LockSet, Scoped};
+use crate::thread::{self, Holds, Scoped};
 use crate::validate::{self, Record, Site};
 
 /// A fixed-size table of [`TwoStateLock`]s for locking ranges of *stripes*
@@ -168,10 +169,10 @@ impl LockTable {
         if len == 1 {
             // One stripe: one lock, as `TwoStateLock::lock`.
             let lock = &self.locks[first as usize];
-            validate::before_blocking(&lock.raw, class, site, true);
+            validate::before_blocking(LockSet::one(&lock.raw), class, site, true);
             lock.acquire(class);
             thread::hold_taken();
-            let record = validate::acquired(&lock.raw, class, site);
+            let record = validate::acquired(LockSet::one(&lock.raw), class, site);
             return RangeGuard::new(self, first, len, class, record);
         }
         self.lock_span(first, len, class, site)
@@ -179,16 +180,14 @@ impl LockTable {
 
     /// `lock_range` of more than one lock.
     fn lock_span(&self, first: u32, len: u32, class: Class, site: Site) -> RangeGuard<'_> {
+        // Checked as one: the set is at most two runs, whatever its length.
+        validate::before_blocking(self.lock_set(first, len), class, site, true);
         let mut taking = Taking::new(self, first, len, class);
         for index in taking.set_indices() {
-            let lock = &self.locks[index];
-            if taking.tracked {
-                validate::before_blocking(&lock.raw, class, site, true);
-            }
-            lock.acquire(class);
-            taking.took(lock, site);
+            self.locks[index].acquire(class);
+            taking.took();
         }
-        taking.done()
+        taking.done(site)
     }
 
     /// As [`lock_range`](Self::lock_range) if every lock admits it now; if
@@ -216,16 +215,14 @@ impl LockTable {
         class: Class,
     ) -> Option<RangeGuard<'_>> {
         let (first, len) = self.span(object, &stripes);
-        let site = Site::caller();
         let mut taking = Taking::new(self, first, len, class);
         for index in taking.set_indices() {
-            let lock = &self.locks[index];
-            if !lock.try_acquire(class) {
+            if !self.locks[index].try_acquire(class) {
                 return None; // `taking` releases what it took
             }
-            taking.took(lock, site);
+            taking.took();
         }
-        Some(taking.done())
+        Some(taking.done(Site::caller()))
     }
 
     /// The lock `(object, stripe)` maps to.
@@ -320,10 +317,6 @@ struct Taking<'a> {
     len: u32,
     class: Class,
     taken: u32,
-    /// Lock validation tracks these holds (a small range, with room).
-    tracked: bool,
-    /// Its record of the first.
-    record: Record,
 }
 
 impl<'a> Taking<'a> {
@@ -334,8 +327,6 @@ impl<'a> Taking<'a> {
             len,
             class,
             taken: 0,
-            tracked: validate::tracks_range(len),
-            record: Record::NONE,
         }
     }
 
@@ -344,20 +335,17 @@ impl<'a> Taking<'a> {
         self.table.indices(self.first, self.len)
     }
 
-    /// `lock`, the next in set order, was taken, asked for at `site`.
-    fn took(&mut self, lock: &TwoStateLock, site: Site) {
+    /// The next lock in set order was taken.
+    fn took(&mut self) {
         thread::hold_taken();
-        if self.tracked {
-            let record = validate::acquired(&lock.raw, self.class, site);
-            if self.taken == 0 {
-                self.record = record;
-            }
-        }
         self.taken += 1;
     }
 
-    fn done(self) -> RangeGuard<'a> {
-        let guard = RangeGuard::new(self.table, self.first, self.len, self.class, self.record);
+    /// Every lock was taken, asked for at `site`: the guard.
+    fn done(self, site: Site) -> RangeGuard<'a> {
+        let set = self.table.lock_set(self.first, self.len);
+        let record = validate::acquired(set, self.class, site);
+        let guard = RangeGuard::new(self.table, self.first, self.len, self.class, record);
         std::mem::forget(self);
         guard
     }
@@ -366,16 +354,9 @@ impl<'a> Taking<'a> {
 impl Drop for Taking<'_> {
     fn drop(&mut self) {
         let set = self.table.lock_set(self.first, self.len);
-        release(set, self.class, self.taken, self.record);
+        set.unlock(self.class, 0, self.taken as usize);
+        thread::holds_released(self.taken as usize);
     }
-}
-
-/// Releases the first `taken` locks of `set`, held in `class`, highest
-/// first; lock validation's records of them start at `record`.
-fn release(set: LockSet<'_>, class: Class, taken: u32, record: Record) {
-    set.unlock(class, 0, taken as usize);
-    thread::holds_released(taken as usize);
-    (0..taken as usize).for_each(|p| validate::released(record.nth(p)));
 }
 
 /// The locks of one range of a [`LockTable`], held in one class; released
@@ -404,7 +385,7 @@ pub struct RangeGuard<'a> {
     first: u32,
     len: u32,
     class: Class,
-    /// Lock validation's record of the first lock (`nth` for the others).
+    /// Lock validation's record of the holds.
     record: Record,
     _not_send_or_sync: PhantomData<*const ()>,
 }
@@ -520,7 +501,9 @@ impl Drop for RangeGuard<'_> {
             thread::holds_released(1);
             validate::released(self.record);
         } else {
-            release(self.lock_set(), self.class, self.len, self.record);
+            self.lock_set().unlock(self.class, 0, self.len as usize);
+            thread::holds_released(self.len as usize);
+            validate::released(self.record);
         }
     }
 }

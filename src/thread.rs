@@ -10,6 +10,7 @@
 use std::cell::Cell;
 use std::ptr;
 
+use crate::lockset::{LockSet, order};
 use crate::raw::{Admission, Class, RawLock};
 use crate::sync::thread_local_const;
 use crate::validate::{self, Record};
@@ -29,13 +30,6 @@ thread_local_const! {
         held: Cell::new(0),
         innermost: Cell::new(ptr::null()),
     };
-}
-
-/// A lock's place in the fault protocol's order: its address, lower first.
-/// (A lock cannot move while a guard borrows it.)
-#[inline]
-pub(crate) fn order(lock: &RawLock) -> usize {
-    lock as *const RawLock as usize
 }
 
 /// Top-level for a thread that holds nothing; else nested.
@@ -60,72 +54,6 @@ pub(crate) fn hold_taken() {
 #[inline]
 pub(crate) fn holds_released(n: usize) {
     THREAD.with(|t| t.held.set(t.held.get() - n));
-}
-
-/// The locks of one guard, in ascending address order: `base[runs[0]]`,
-/// then `base[runs[1]]` (a table range that wraps around is two runs).
-#[derive(Clone, Copy)]
-pub(crate) struct LockSet<'a> {
-    base: &'a [RawLock],
-    runs: [(u32, u32); 2],
-}
-
-impl<'a> LockSet<'a> {
-    /// One lock.
-    pub(crate) fn one(lock: &'a RawLock) -> Self {
-        LockSet {
-            base: std::slice::from_ref(lock),
-            runs: [(0, 1), (0, 0)],
-        }
-    }
-
-    /// `base[runs[0].0..runs[0].1]` then `base[runs[1].0..runs[1].1]`: the
-    /// first run ends before the second begins.
-    pub(crate) fn runs(base: &'a [RawLock], runs: [(u32, u32); 2]) -> Self {
-        debug_assert!(runs[0].0 <= runs[0].1 && runs[1].0 <= runs[1].1);
-        debug_assert!(runs[1].0 == runs[1].1 || runs[0].1 <= runs[1].0);
-        debug_assert!(runs[0].1.max(runs[1].1) as usize <= base.len());
-        LockSet { base, runs }
-    }
-
-    /// How many locks.
-    #[inline]
-    pub(crate) fn len(&self) -> usize {
-        (self.runs[0].1 - self.runs[0].0 + self.runs[1].1 - self.runs[1].0) as usize
-    }
-
-    /// The lock at `position` in address order.
-    #[inline]
-    pub(crate) fn get(&self, position: usize) -> &'a RawLock {
-        let first = (self.runs[0].1 - self.runs[0].0) as usize;
-        let index = if position < first {
-            self.runs[0].0 as usize + position
-        } else {
-            self.runs[1].0 as usize + position - first
-        };
-        &self.base[index]
-    }
-
-    /// The position of the first lock at or after `order` (`len()` if none).
-    fn first_at_or_after(&self, order: usize) -> usize {
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self::order(self.get(mid)) < order {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
-    }
-
-    /// Releases positions `from..to`, highest first.
-    pub(crate) fn unlock(&self, class: Class, from: usize, to: usize) {
-        for position in (from..to).rev() {
-            self.get(position).unlock(class);
-        }
-    }
 }
 
 /// The result of a [`faults_disabled`](crate::Guard::faults_disabled) scope.
@@ -156,7 +84,7 @@ struct Scope<'a> {
     counted_by_guard: bool,
     /// The guard the holds belong to, to refuse two scopes for one guard.
     owner: *const (),
-    /// Lock validation's record of the first hold (`nth` for the others).
+    /// Lock validation's record of the guard's holds.
     record: Record,
     outer: *const Scope<'static>,
     /// Positions `released..` are released by fault cycles in progress
@@ -183,7 +111,7 @@ fn scopes(t: &ThreadState) -> impl Iterator<Item = &Scope<'static>> {
 }
 
 /// The holds a `faults_disabled` scope makes held mappings: `locks`, held in
-/// `class` by the guard at `owner`, whose lock validation records start at
+/// `class` by the guard at `owner`, which lock validation records as
 /// `record`; `counted_by_guard`: the guard counts them in this thread's
 /// holds (a `Guard` or `RangeGuard`), else the scope does (an `ArcGuard`).
 #[derive(Clone, Copy)]
@@ -300,10 +228,8 @@ pub(crate) fn cycle<R>(lock: &RawLock, wait: impl FnOnce() -> R) -> R {
             let live = s.released.get();
             let from = s.locks.first_at_or_after(floor);
             if from < live {
-                for position in (from..live).rev() {
-                    s.locks.get(position).unlock(s.class);
-                    validate::cycle_released(s.record.nth(position));
-                }
+                s.locks.unlock(s.class, from, live);
+                validate::cycle_released(s.record, from);
                 t.held.set(t.held.get() - (live - from));
                 s.released.set(from);
                 s.dropped.set(true);
@@ -341,7 +267,7 @@ fn retake(t: &ThreadState, released: &[(&Scope<'static>, usize, usize)]) {
         // Any cycle inside this one re-took its own holds first.
         debug_assert_eq!(s.released.get(), position);
         s.locks.get(position).lock(s.class, admission());
-        validate::cycle_retaken(s.record.nth(position));
+        validate::cycle_retaken(s.record, position);
         t.held.set(t.held.get() + 1);
         s.released.set(position + 1);
     }

@@ -7,10 +7,11 @@
 //! `#[inline(always)]` one and `Site` is a zero-sized type, so the lock's
 //! paths are what they are without it.
 //!
-//! What is recorded: this thread's holds (through `Guard`s and
-//! `RangeGuard`s: an `ArcGuard` may be released on another thread, so it is
-//! not this thread's), each with the place it was taken; and, once per
-//! pair, every "held X in class h while taking Y in class w" of a blocking
+//! What is recorded: this thread's holds, one entry per guard (`Guard`,
+//! `RangeGuard`: an `ArcGuard` may be released on another thread, so it is
+//! not this thread's), each a set of locks (one, or a range's at most two
+//! runs of addresses) with the place it was taken; and, once per pair,
+//! every "held X in class h while taking Y in class w" of a blocking
 //! acquisition, in one graph for all threads. Nodes are (lock, class), not
 //! locks: this lock's nested acquisitions wait only while the *other* class
 //! holds (SPEC §3.1.3), so a thread blocked taking Y in w waits for a thread
@@ -22,17 +23,23 @@
 //!
 //! Not counted: `try_lock` (it never waits; its hold still counts as held),
 //! `lock_nested` (for holders of locks this crate cannot see), the fault
-//! protocol's own acquisitions (they handle order themselves) and `lock_arc`
-//! holds. A lock that is dropped takes its pairs with it, so a new lock at
-//! the same address starts clean. A lock *moved* after it was used keeps
-//! its history at the old address, until a lock there is dropped.
+//! protocol's cycles (while one waits, it holds only locks that order
+//! before the fault's) and `lock_arc` holds. Counted: the fault protocol's
+//! blocking acquisition in lock order (the "all order before L" row), which
+//! is deadlock-free only if every thread takes locks in address order. A
+//! lock that is dropped takes its pairs with it, so a new lock at the same
+//! address starts clean. A lock *moved* after it was used keeps its history
+//! at the old address, until a lock there is dropped.
 //!
-//! Bounds: a thread's first 64 holds are tracked (more are not, with one
-//! warning); ranges of more than 16 locks are not tracked; the graph keeps
-//! up to 65536 pairs (then stops learning, with one warning). Cost, on: a
-//! thread-local push and pop per acquisition; per blocking acquisition while
-//! holding others, a thread-local hash lookup per lock held (the first time
-//! a pair is seen: the global graph, under a mutex, and a search of it).
+//! Bounds: a thread's first 64 guards are tracked (more are not, with one
+//! warning). A self-deadlock through a range of any length is reported (a
+//! set is two runs, so the check is a few comparisons per guard held), but
+//! the orders of ranges of more than 16 locks are not learned (one
+//! warning). The graph keeps up to 65536 pairs (then stops learning, with
+//! one warning). Cost, on: a thread-local push and pop per guard; per
+//! blocking acquisition while holding others, a thread-local hash lookup
+//! per pair of locks (the first time a pair is seen: the global graph,
+//! under a mutex, and a search of it).
 
 #[cfg(validate)]
 pub(crate) use on::*;
@@ -42,7 +49,8 @@ pub(crate) use off::*;
 
 #[cfg(not(validate))]
 mod off {
-    use crate::raw::{Class, RawLock};
+    use crate::lockset::LockSet;
+    use crate::raw::Class;
 
     /// Where an acquisition was asked for: nothing, with validation off.
     #[derive(Clone, Copy)]
@@ -55,34 +63,27 @@ mod off {
         }
     }
 
-    /// This thread's record of a hold: nothing, with validation off.
+    /// This thread's record of a guard's holds: nothing, with validation
+    /// off.
     #[derive(Clone, Copy)]
     pub(crate) struct Record;
 
     impl Record {
         pub(crate) const NONE: Record = Record;
-        #[inline(always)]
-        pub(crate) fn nth(self, _: usize) -> Record {
-            Record
-        }
     }
 
     #[inline(always)]
-    pub(crate) fn tracks_range(_: u32) -> bool {
-        false
-    }
+    pub(crate) fn before_blocking(_: LockSet<'_>, _: Class, _: Site, _: bool) {}
     #[inline(always)]
-    pub(crate) fn before_blocking(_: &RawLock, _: Class, _: Site, _: bool) {}
-    #[inline(always)]
-    pub(crate) fn acquired(_: &RawLock, _: Class, _: Site) -> Record {
+    pub(crate) fn acquired(_: LockSet<'_>, _: Class, _: Site) -> Record {
         Record
     }
     #[inline(always)]
     pub(crate) fn released(_: Record) {}
     #[inline(always)]
-    pub(crate) fn cycle_released(_: Record) {}
+    pub(crate) fn cycle_released(_: Record, _: usize) {}
     #[inline(always)]
-    pub(crate) fn cycle_retaken(_: Record) {}
+    pub(crate) fn cycle_retaken(_: Record, _: usize) {}
 }
 
 #[cfg(validate)]
@@ -94,12 +95,14 @@ mod on {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+    use crate::lockset::{LockAddrs, LockSet};
     use crate::raw::{Class, RawLock};
 
-    /// The most holds tracked per thread.
+    /// The most guards tracked per thread.
     const MAX_HELD: usize = 64;
-    /// The most locks of one range tracked (a larger range is not).
-    const MAX_RANGE: u32 = 16;
+    /// The most locks of one guard whose orders are learned (a larger
+    /// range's self-deadlocks are still reported).
+    const MAX_ORDERED: usize = 16;
     /// The most "held then took" pairs the graph keeps.
     const MAX_PAIRS: usize = 1 << 16;
     /// The most pairs a thread remembers having seen (then it forgets them
@@ -132,12 +135,6 @@ mod on {
     }
 
     impl Node {
-        fn new(lock: &RawLock, class: Class) -> Node {
-            Node {
-                lock: lock as *const RawLock as usize,
-                class,
-            }
-        }
         fn other(self) -> Node {
             Node {
                 lock: self.lock,
@@ -152,33 +149,31 @@ mod on {
         }
     }
 
-    /// This thread's record of one hold: the guard (or scope) that holds
-    /// it knows its number. 0: not recorded.
+    /// This thread's record of one guard's holds: the guard (or scope)
+    /// that holds them knows its number. 0: not recorded.
     #[derive(Clone, Copy, PartialEq, Eq)]
     pub(crate) struct Record(u64);
 
     impl Record {
         pub(crate) const NONE: Record = Record(0);
-
-        /// The record `n` after this one (a range's locks are recorded one
-        /// after another).
-        #[inline]
-        pub(crate) fn nth(self, n: usize) -> Record {
-            if self == Record::NONE {
-                self
-            } else {
-                Record(self.0 + n as u64)
-            }
-        }
     }
 
-    /// One hold of this thread.
+    /// One guard's holds, on this thread.
     struct Held {
         record: Record,
-        node: Node,
+        locks: LockAddrs,
+        class: Class,
         site: Site,
-        /// Released for the moment by a fault cycle.
-        suspended: bool,
+        /// Positions `live..` are released for the moment by a fault cycle
+        /// (always a suffix).
+        live: usize,
+    }
+
+    impl Held {
+        /// The locks held now.
+        fn live(&self) -> LockAddrs {
+            self.locks.prefix(self.live)
+        }
     }
 
     /// "A thread held `from` (taken at `held_at`) while it took `to` (at
@@ -206,6 +201,7 @@ mod on {
     static EPOCH: AtomicU64 = AtomicU64::new(0);
     static GRAPH_FULL: AtomicBool = AtomicBool::new(false);
     static HELD_FULL: AtomicBool = AtomicBool::new(false);
+    static LONG_RANGE: AtomicBool = AtomicBool::new(false);
 
     thread_local! {
         static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
@@ -226,38 +222,62 @@ mod on {
         }
     }
 
-    /// Whether the holds of a range of `locks` locks are tracked: a range of
-    /// up to 16, when this thread's list has room for all of them (so that
-    /// their records follow each other).
-    #[inline]
-    pub(crate) fn tracks_range(locks: u32) -> bool {
-        locks <= MAX_RANGE && HELD.with(|h| h.borrow().len() + locks as usize <= MAX_HELD)
+    /// Warns, once per process, that the orders of a long range are not
+    /// learned.
+    fn long_range() {
+        if !LONG_RANGE.swap(true, Relaxed) {
+            eprintln!(
+                "two-state-lock: lock validation does not learn the lock orders of ranges of more than {MAX_ORDERED} locks; self-deadlocks through them are still reported"
+            );
+        }
     }
 
-    /// Checks a blocking acquisition of `lock` in `class` before it waits:
-    /// panics if this thread holds `lock` in the other class (it would wait
-    /// for itself), or, when `order` counts, if a pair "held X, took `lock`"
-    /// closes a possible deadlock with what any thread did before.
-    pub(crate) fn before_blocking(lock: &RawLock, class: Class, site: Site, order: bool) {
-        let target = Node::new(lock, class);
+    /// Checks a blocking acquisition of `locks` (one lock, or a range taken
+    /// in ascending order) in `class` before it waits: panics if this
+    /// thread holds one of them in the other class (it would wait for
+    /// itself), or, when `order` counts, if a pair "held X, took one of
+    /// them" closes a possible deadlock with what any thread did before.
+    pub(crate) fn before_blocking(locks: LockSet<'_>, class: Class, site: Site, order: bool) {
+        let target = locks.addrs();
         // `learn` does not touch `HELD`, so the list stays borrowed (and a
         // panic releases the borrow as it unwinds).
         HELD.with(|h| {
             let h = h.borrow();
-            let live = || h.iter().filter(|h| !h.suspended);
-            if let Some(hold) = live().find(|h| h.node == target.other()) {
-                let (node, at) = (hold.node, hold.site);
-                panic!(
-                    "two-state-lock: self-deadlock: this thread takes {target} at {site} but holds {node} (taken at {at}); it would wait for itself forever"
-                );
+            for hold in h.iter().filter(|h| h.class != class) {
+                if let Some(lock) = hold.live().first_shared(&target) {
+                    let (taking, node, at) = (Node { lock, class }, Node { lock, class: hold.class }, hold.site);
+                    panic!(
+                        "two-state-lock: self-deadlock: this thread takes {taking} at {site} but holds {node} (taken at {at}); it would wait for itself forever"
+                    );
+                }
             }
-            if !order || live().any(|h| h.node == target) {
-                // Not counted, or a re-entry in a class this thread holds,
-                // which never waits.
+            if !order {
                 return;
             }
-            for hold in live().filter(|h| h.node.lock != target.lock) {
-                learn(hold.node, hold.site, target, site);
+            if target.len() > MAX_ORDERED {
+                long_range();
+                return;
+            }
+            for (position, lock) in target.iter().enumerate() {
+                let to = Node { lock, class };
+                if h.iter().any(|h| h.class == class && h.live().contains(lock)) {
+                    // A re-entry in a class this thread holds never waits.
+                    continue;
+                }
+                for hold in h.iter() {
+                    let held = hold.live();
+                    if held.len() > MAX_ORDERED {
+                        long_range();
+                        continue;
+                    }
+                    for from in held.iter().filter(|&from| from != lock) {
+                        learn(Node { lock: from, class: hold.class }, hold.site, to, site);
+                    }
+                }
+                // The range's own locks before this one, held by now.
+                for from in target.iter().take(position) {
+                    learn(Node { lock: from, class }, site, to, site);
+                }
             }
         });
     }
@@ -377,24 +397,26 @@ mod on {
         out
     }
 
-    /// This thread now holds `lock` in `class`, taken at `site`. Returns the
-    /// record, for the guard to release it by (`NONE` when not tracked).
-    pub(crate) fn acquired(lock: &RawLock, class: Class, site: Site) -> Record {
+    /// This thread now holds `locks` in `class`, taken at `site`, through
+    /// one guard. Returns the record, for the guard to release it by (`NONE`
+    /// when not tracked).
+    pub(crate) fn acquired(locks: LockSet<'_>, class: Class, site: Site) -> Record {
         HELD.with(|h| {
             let mut h = h.borrow_mut();
             if h.len() < MAX_HELD {
                 let record = Record(NEXT.with(|n| n.replace(n.get() + 1)));
                 h.push(Held {
                     record,
-                    node: Node::new(lock, class),
+                    locks: locks.addrs(),
+                    class,
                     site,
-                    suspended: false,
+                    live: locks.len(),
                 });
                 record
             } else {
                 if !HELD_FULL.swap(true, Relaxed) {
                     eprintln!(
-                        "two-state-lock: a thread holds more than {MAX_HELD} locks; lock validation does not track the rest"
+                        "two-state-lock: a thread holds more than {MAX_HELD} guards; lock validation does not track the rest"
                     );
                 }
                 Record::NONE
@@ -402,7 +424,7 @@ mod on {
         })
     }
 
-    /// Calls `f` on this thread's hold recorded as `record`, if tracked.
+    /// Calls `f` on this thread's holds recorded as `record`, if tracked.
     fn with_record(record: Record, f: impl FnOnce(&mut Vec<Held>, usize)) {
         if record == Record::NONE {
             return;
@@ -415,21 +437,22 @@ mod on {
         });
     }
 
-    /// This thread released the hold recorded as `record`.
+    /// This thread released the holds recorded as `record`.
     pub(crate) fn released(record: Record) {
         with_record(record, |h, i| {
             h.remove(i);
         });
     }
 
-    /// A fault cycle released the hold recorded as `record` for the moment.
-    pub(crate) fn cycle_released(record: Record) {
-        with_record(record, |h, i| h[i].suspended = true);
+    /// A fault cycle released positions `from..` of the holds recorded as
+    /// `record`, for the moment.
+    pub(crate) fn cycle_released(record: Record, from: usize) {
+        with_record(record, |h, i| h[i].live = from);
     }
 
-    /// A fault cycle took it back.
-    pub(crate) fn cycle_retaken(record: Record) {
-        with_record(record, |h, i| h[i].suspended = false);
+    /// A fault cycle took position `position` of them back.
+    pub(crate) fn cycle_retaken(record: Record, position: usize) {
+        with_record(record, |h, i| h[i].live = position + 1);
     }
 
     /// A lock is gone: its pairs go with it, so that a new lock at the same

@@ -742,3 +742,57 @@ fn a_fault_cycle_inside_a_cycling_fault_in_re_takes_exactly_its_own_holds() {
         }
     });
 }
+
+/// A fault inside a fault (SPEC §8): T1 faults on `high` and, inside that
+/// fault's work, on `low`, which T2 holds in `Block` and then takes `high`
+/// after it, in address order. With a scope, T1 also holds `Block` on `low`
+/// itself, so the inner fault is its same-mapping cycle. The inner fault
+/// must release the outer fault's `Add` on `high` while it waits, or T2
+/// waits for T1's `high` while T1 waits for T2's `low`.
+fn a_fault_inside_a_fault(scoped: bool) {
+    let (low, high) = ordered_pair();
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let (l, h) = (low.clone(), high.clone());
+    let t2 = thread::spawn(move || {
+        let on_low = l.lock(Class::Block);
+        wait_go.recv().unwrap();
+        let on_high = h.lock(Class::Block);
+        drop((on_high, on_low));
+    });
+    wait_until("T2 holds low", LIMIT, || low.state().holders == 1);
+    let (l, h) = (low.clone(), high.clone());
+    let t1 = thread::spawn(move || {
+        let pin = || h.fault_in(|| l.fault_in(|| 7));
+        if scoped {
+            let dio = l.lock(Class::Block);
+            let r = dio.faults_disabled(pin);
+            assert!(r.locks_dropped, "the inner fault cycled low");
+            r.value
+        } else {
+            pin()
+        }
+    });
+    watchdog("a fault inside a fault", LIMIT, move || {
+        wait_until("T1's inner fault waits for low", LIMIT, || {
+            low.state().add_waiters == 1
+        });
+        assert_eq!(high.state().holders, 0, "the outer fault's Add was cycled");
+        go.send(()).unwrap();
+        t2.join().unwrap();
+        assert_eq!(t1.join().unwrap(), 7);
+        for lock in [&low, &high] {
+            let s = lock.state();
+            assert_eq!((s.holders, s.add_waiters, s.block_waiters), (0, 0, 0));
+        }
+    });
+}
+
+#[test]
+fn a_fault_inside_a_fault_in_a_scope_cycles_the_outer_faults_hold() {
+    a_fault_inside_a_fault(true);
+}
+
+#[test]
+fn a_fault_inside_a_fault_without_a_scope_cycles_the_outer_faults_hold() {
+    a_fault_inside_a_fault(false);
+}

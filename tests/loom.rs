@@ -67,6 +67,16 @@ impl Shadow {
     }
 }
 
+/// Spawns a thread that takes `class` on `lock` once, checked by `shadow`.
+fn spawn_critical(
+    lock: &Arc<TwoStateLock>,
+    shadow: &Arc<Shadow>,
+    class: Class,
+) -> thread::JoinHandle<()> {
+    let (l, s) = (lock.clone(), shadow.clone());
+    thread::spawn(move || s.critical(&l, class))
+}
+
 /// Nobody holds `lock` and nobody is counted as waiting for it.
 fn assert_idle(lock: &TwoStateLock) {
     let end = lock.state();
@@ -131,10 +141,7 @@ fn two_adders_and_a_blocker() {
     model(|| {
         let lock = Arc::new(TwoStateLock::new());
         let shadow = Arc::new(Shadow::default());
-        let spawn = |class| {
-            let (l, s) = (lock.clone(), shadow.clone());
-            thread::spawn(move || s.critical(&l, class))
-        };
+        let spawn = |class| spawn_critical(&lock, &shadow, class);
         let (a1, a2) = (spawn(Class::Add), spawn(Class::Add));
         shadow.critical(&lock, Class::Block);
         a1.join().unwrap();
@@ -153,10 +160,7 @@ fn hand_off_with_waiters_of_both_classes() {
         let lock = Arc::new(TwoStateLock::new());
         let shadow = Arc::new(Shadow::default());
         let held = lock.lock(Class::Add);
-        let spawn = |class| {
-            let (l, s) = (lock.clone(), shadow.clone());
-            thread::spawn(move || s.critical(&l, class))
-        };
+        let spawn = |class| spawn_critical(&lock, &shadow, class);
         let block = spawn(Class::Block);
         let add = spawn(Class::Add);
         drop(held);
@@ -277,6 +281,54 @@ fn late_wake_up_leaves_no_phantom_waiter() {
         threads.into_iter().for_each(|t| t.join().unwrap());
         for class in [Class::Add, Class::Block, Class::Add] {
             drop(lock.lock(class));
+        }
+        assert_idle(&lock);
+    });
+}
+
+/// Two `Add` waiters are handed a phase; one may enter and leave before the
+/// other runs, while a new `Block` arrives. The late `Add` then finds the
+/// phase drained: it waits for `Block`'s turn instead of entering ahead of
+/// it (the release gap is `Block`'s). Where no release is on its way to
+/// hand off (the `Add` left before any `Block` waited), the new `Block`'s
+/// sign-up makes the turn `Add`'s explicitly, so the late `Add` is not
+/// stranded: without that, this model deadlocks.
+#[test]
+fn a_late_handed_off_waiter_waits_its_turn_and_strands_nobody() {
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let shadow = Arc::new(Shadow::default());
+        let held = lock.lock(Class::Block);
+        let spawn = |class| spawn_critical(&lock, &shadow, class);
+        let adds = [spawn(Class::Add), spawn(Class::Add)];
+        until_signed_up(&lock, Class::Add);
+        drop(held);
+        shadow.critical(&lock, Class::Block);
+        adds.into_iter().for_each(|t| t.join().unwrap());
+        assert_idle(&lock);
+    });
+}
+
+/// An `Add` release races a `Block` that enters its release gap, and an
+/// `Add` that arrives during that `Block`'s phase and is handed the turn
+/// back. The release's hand-off then finds a pending hand-off to its own
+/// class and must leave it (taking it would make the `Add` wait a second
+/// `Block` phase, the counted `Block`'s). Exclusion holds and nobody is
+/// stranded, in every interleaving.
+#[test]
+fn a_release_leaves_a_hand_off_back_to_its_class_alone() {
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let shadow = Arc::new(Shadow::default());
+        let held = lock.lock(Class::Add);
+        let spawn = |class| spawn_critical(&lock, &shadow, class);
+        let counted = spawn(Class::Block);
+        until_signed_up(&lock, Class::Block);
+        let gap = spawn(Class::Block);
+        let add = spawn(Class::Add);
+        drop(held);
+        for t in [counted, gap, add] {
+            t.join().unwrap();
         }
         assert_idle(&lock);
     });
@@ -494,6 +546,33 @@ fn fault_in_cycle_releases_every_held_mapping_after_the_fault() {
     });
 }
 
+/// A fault inside a fault (SPEC §8): T1 holds `Block` on low and, in its
+/// scope, faults on high (in order: a blocking `Add`); inside that fault's
+/// work it faults on low, its own held mapping, and cycles. T2 takes
+/// `Block` on low, then on high, in address order as a range does. The
+/// inner cycle must release the outer fault's `Add` on high too: one that
+/// kept it would wait for T2's low while T2 waits for that high.
+#[test]
+fn a_fault_inside_a_fault_cycles_the_outer_faults_hold() {
+    model(|| {
+        let (low, high) = two_locks();
+        let (l, h) = (low.clone(), high.clone());
+        let t2 = thread::spawn(move || {
+            let on_low = l.lock(Class::Block);
+            let on_high = h.lock(Class::Block);
+            drop((on_high, on_low));
+        });
+        let dio = low.lock(Class::Block);
+        let r = dio.faults_disabled(|| high.fault_in(|| low.fault_in(|| 7)));
+        assert_eq!(r.value, 7);
+        assert!(r.locks_dropped, "the inner fault cycled low");
+        drop(dio);
+        t2.join().unwrap();
+        assert_idle(&low);
+        assert_idle(&high);
+    });
+}
+
 /// A direct write to L from a buffer mapped from L (the same mapping) while
 /// another thread takes `Block` on L and a third takes `Add`: the fault
 /// completes, exclusion holds throughout, and nothing is left behind.
@@ -502,10 +581,7 @@ fn same_lock_fault_in_races_a_blocker_and_an_adder() {
     model(|| {
         let lock = Arc::new(TwoStateLock::new());
         let shadow = Arc::new(Shadow::default());
-        let spawn = |class| {
-            let (l, s) = (lock.clone(), shadow.clone());
-            thread::spawn(move || s.critical(&l, class))
-        };
+        let spawn = |class| spawn_critical(&lock, &shadow, class);
         let (blocker, adder) = (spawn(Class::Block), spawn(Class::Add));
         let dio = lock.lock(Class::Block);
         shadow.enter(Class::Block);
@@ -937,10 +1013,7 @@ fn nested_lock_while_both_classes_wait() {
         let (lock, other) = two_locks();
         let shadow = Arc::new(Shadow::default());
         let first = lock.lock(Class::Add);
-        let spawn = |class| {
-            let (l, s) = (lock.clone(), shadow.clone());
-            thread::spawn(move || s.critical(&l, class))
-        };
+        let spawn = |class| spawn_critical(&lock, &shadow, class);
         let blocker = spawn(Class::Block);
         until_signed_up(&lock, Class::Block);
         let adder = spawn(Class::Add);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::watchdog;
+use common::{ordered, watchdog};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread;
@@ -184,7 +184,7 @@ fn try_lock_and_lock_nested_do_not_count() {
 }
 
 #[test]
-fn the_fault_protocol_does_not_count() {
+fn the_fault_protocols_cycles_and_try_locks_do_not_count() {
     watchdog("fault orders", LIMIT, || {
         let (a, b) = (TwoStateLock::new(), TwoStateLock::new());
         // Direct writes crossing: A from a buffer mapped from B, B from A.
@@ -244,8 +244,8 @@ fn a_dropped_lock_leaves_no_orders_for_a_new_lock_at_its_address() {
     drop(a.lock(Class::Block));
 }
 
-/// A scope whose hold lock validation does not track (an `ArcGuard`'s, or a
-/// range of more than 16 locks) is cycled by a fault on its lock while an
+/// A scope whose hold lock validation does not track (an `ArcGuard`'s), or
+/// a range of more than 16 locks (whose orders it does not learn), is cycled by a fault on its lock while an
 /// unscoped `Guard` of the same thread holds that lock in `Block`: the fault
 /// would wait for the unscoped hold forever, and is reported.
 #[test]
@@ -263,7 +263,7 @@ fn a_fault_waiting_for_an_unscoped_hold_is_reported_whatever_the_scope() {
         drop((aio, unscoped));
 
         let table = LockTable::new(64);
-        let big = table.lock_range(5, 0..32, Class::Block); // not tracked
+        let big = table.lock_range(5, 0..32, Class::Block); // orders not learned
         let small = table.lock_range(5, 0..1, Class::Block);
         let msg = panic_message(|| {
             let _ = big.faults_disabled(|| table.fault_in(5, 0, || ()));
@@ -271,5 +271,55 @@ fn a_fault_waiting_for_an_unscoped_hold_is_reported_whatever_the_scope() {
         assert!(msg.contains("self-deadlock"), "{msg}");
         drop((small, big));
         assert_eq!(table.state(table.lock_index(5, 0)).holders, 0);
+    });
+}
+
+/// The fault protocol's "all order before L" row waits in address order,
+/// which is deadlock-free only if every thread does: T2 takes `Block` on
+/// high, then `Add` on low (a plain order); T1 holds `Block` on low and
+/// faults on high, a blocking `Add`. Reported whichever comes first.
+#[test]
+fn a_fault_in_lock_order_against_a_plain_inversion_is_reported() {
+    watchdog("fault orders", LIMIT, || {
+        let t1 = |low: &TwoStateLock, high: &TwoStateLock| {
+            let dio = low.lock(Class::Block);
+            let _ = dio.faults_disabled(|| high.fault_in(|| ()));
+        };
+        let t2 = |low: &TwoStateLock, high: &TwoStateLock| {
+            let _dio = high.lock(Class::Block);
+            drop(low.lock(Class::Add));
+        };
+        let [low, high] = ordered();
+        t2(&low, &high);
+        let msg = panic_message(|| t1(&low, &high));
+        assert!(msg.contains("possible deadlock"), "{msg}");
+        assert_eq!(low.state().holders + high.state().holders, 0);
+
+        let [low, high] = ordered();
+        t1(&low, &high);
+        let msg = panic_message(|| t2(&low, &high));
+        assert!(msg.contains("possible deadlock"), "{msg}");
+    });
+}
+
+/// Holding one stripe in `Add` and taking a `Block` range over it waits for
+/// itself, whatever the range's length: 16 locks, 17, the whole table. So
+/// does an unscoped `fault_in` on a stripe of a `Block` range.
+#[test]
+fn a_self_deadlock_through_a_range_of_any_length_is_reported() {
+    watchdog("long ranges", LIMIT, || {
+        let table = LockTable::new(64);
+        for end in [16, 17, 64, u64::MAX] {
+            let stripe = table.lock_range(1, 3..4, Class::Add);
+            let msg = panic_message(|| drop(table.lock_range(1, 0..end, Class::Block)));
+            assert!(msg.contains("self-deadlock"), "0..{end}: {msg}");
+            drop(stripe);
+
+            let range = table.lock_range(1, 0..end, Class::Block);
+            let msg = panic_message(|| table.fault_in(1, 3, || ()));
+            assert!(msg.contains("self-deadlock"), "0..{end}: {msg}");
+            drop(range);
+            assert!((0..64).all(|i| table.state(i).holders == 0));
+        }
     });
 }

@@ -130,7 +130,7 @@ fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
             _ => return Err(format!("unknown option '{flag}'")),
         }
     }
-    if w.engine.pages < 8 * w.writers as u64 || !w.engine.pages.is_multiple_of(8) {
+    if w.engine.pages < 8 * w.writers as u64 || w.engine.pages % 8 != 0 {
         return Err(format!(
             "--pages must be a multiple of 8, at least 8 per writer ({})",
             8 * w.writers

@@ -31,6 +31,10 @@
 //!   was cycled, so that the caller re-invalidates. The seed's protocol is
 //!   [`lock_fault`](TwoStateLock::lock_fault), with [`FaultError`] and
 //!   [`Guard::retry_faults`].
+//! - **Timed acquisition**: [`try_lock_for`](TwoStateLock::try_lock_for),
+//!   [`try_lock_until`](TwoStateLock::try_lock_until) and, for ranges,
+//!   [`try_lock_range_until`](LockTable::try_lock_range_until) give up at a
+//!   deadline and leave the lock as if they had never asked.
 //! - [`LockTable`]: a fixed table of locks that ranges of stripes of any
 //!   number of objects map to; [`lock_range`](LockTable::lock_range) returns
 //!   a [`RangeGuard`].

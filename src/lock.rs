@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::guard::{ArcGuard, Guard};
 use crate::lockset::LockSet;
@@ -143,6 +144,83 @@ impl TwoStateLock {
             .then(|| Guard::new(self, class, site))
     }
 
+    /// Like [`lock`](Self::lock), but gives up after `timeout`: `None` if
+    /// the lock did not admit `class` by then. Waits at most about
+    /// `timeout` (plus scheduling slack); a waiter that gives up leaves no
+    /// trace in the lock, and passes on a hand-off to its class if it was
+    /// the last of its class waiting. Judged top-level or nested as `lock`
+    /// is, so a nested timed acquisition never queues behind a waiter.
+    ///
+    /// Storage engines use it to surface a stuck device (a direct I/O that
+    /// never completes holds `Block`) instead of hanging. Lock validation
+    /// reports a self-deadlock (this thread holds the other class), which
+    /// would only ever time out, but does not count a timed acquisition in
+    /// the lock order: it cannot wait forever.
+    ///
+    /// # Panics
+    ///
+    /// As [`lock`](Self::lock).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// let dio = lock.lock(Class::Block);
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         let add = lock.try_lock_for(Class::Add, Duration::from_millis(10));
+    ///         assert!(add.is_none()); // the direct I/O is stuck
+    ///     });
+    /// });
+    /// drop(dio);
+    /// assert!(lock.try_lock_for(Class::Add, Duration::from_millis(10)).is_some());
+    /// ```
+    #[inline]
+    #[cfg_attr(validate, track_caller)]
+    pub fn try_lock_for(&self, class: Class, timeout: Duration) -> Option<Guard<'_>> {
+        let site = Site::caller();
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.try_lock_until_at(class, deadline, site),
+            // Further than `Instant` reaches: no deadline at all.
+            None => Some(self.lock_at(class, site, false)),
+        }
+    }
+
+    /// Like [`try_lock_for`](Self::try_lock_for), giving up at `deadline`.
+    /// A deadline already past makes it a [`try_lock`](Self::try_lock)
+    /// that also waits out a compare-and-swap lost to another thread.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// let deadline = Instant::now() + Duration::from_secs(1);
+    /// let a = lock.try_lock_until(Class::Add, deadline).unwrap();
+    /// let b = lock.try_lock_until(Class::Add, deadline).unwrap(); // shared
+    /// # drop((a, b));
+    /// ```
+    #[inline]
+    #[cfg_attr(validate, track_caller)]
+    pub fn try_lock_until(&self, class: Class, deadline: Instant) -> Option<Guard<'_>> {
+        self.try_lock_until_at(class, deadline, Site::caller())
+    }
+
+    /// [`try_lock_until`](Self::try_lock_until) on behalf of the caller at
+    /// `site`.
+    fn try_lock_until_at(&self, class: Class, deadline: Instant, site: Site) -> Option<Guard<'_>> {
+        validate::before_blocking(LockSet::one(&self.raw), class, site, false);
+        self.acquire_until(class, deadline)
+            .then(|| Guard::new(self, class, site))
+    }
+
+    /// Under loom: every timed wait on this lock times out now (time does
+    /// not pass under loom; a model fires the timers at a point it picks).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn fire_timers_for_loom(&self) {
+        self.raw.fire_timers();
+    }
+
     /// Like [`lock`](Self::lock), for a hold that outlives the borrow: taken
     /// at submission of an asynchronous I/O and released at its completion,
     /// possibly on another thread. The hold does not make this thread's later
@@ -186,6 +264,19 @@ impl TwoStateLock {
     pub(crate) fn acquire(&self, class: Class) {
         if let Err(state) = self.raw.try_lock_fast(class) {
             self.raw.lock_contended(state, class, thread::admission());
+        }
+    }
+
+    /// As [`acquire`](Self::acquire), giving up at `deadline`: whether it
+    /// took the hold.
+    #[inline]
+    pub(crate) fn acquire_until(&self, class: Class, deadline: Instant) -> bool {
+        match self.raw.try_lock_fast(class) {
+            Ok(()) => true,
+            Err(state) => {
+                self.raw
+                    .lock_contended_until(state, class, thread::admission(), deadline)
+            }
         }
     }
 

@@ -5,6 +5,8 @@
 //! is top-level or nested (see `crate::thread` for the thread-local part) and
 //! release exactly what they took. Guards in `crate::guard` make that safe.
 
+use std::time::Instant;
+
 use crate::sync::{AtomicU64, CasBackoff, Ordering, Spin, WakeWord, const_fn_unless_loom, peek};
 
 /// The class of a hold. Holders of one class share the lock; the two classes
@@ -99,8 +101,8 @@ impl Class {
 // sign-up and waking X; X's release then hands the lock to Y.
 //
 // Every way out of `lock_slow` after sign-up uncounts the thread: entering
-// (in the entering CAS) and unwinding (`Signup::drop`, e.g. at the holder
-// limit). A count left behind by a thread that is gone would be a hand-off
+// (in the entering CAS), and unwinding or a timed wait giving up
+// (`Signup::drop`). A count left behind by a thread that is gone would be a hand-off
 // pending forever to a class that never comes.
 
 /// Holders (low 29 bits). While 0, the lock is free.
@@ -398,13 +400,34 @@ impl RawLock {
     #[inline(never)]
     pub(crate) fn lock_contended(&self, state: u64, class: Class, admission: Admission) {
         if !self.try_lock_from(state, class, admission) {
-            self.lock_slow(class, admission);
+            self.lock_slow(class, admission, None);
         }
     }
 
-    /// Spins, then sleeps, until `first_admission` admits `class`.
+    /// As [`lock_contended`](Self::lock_contended), giving up at
+    /// `deadline`: whether it took the hold. A waiter that gives up leaves
+    /// as an unwinding one does (`Signup::drop`).
+    #[inline(never)]
+    pub(crate) fn lock_contended_until(
+        &self,
+        state: u64,
+        class: Class,
+        admission: Admission,
+        deadline: Instant,
+    ) -> bool {
+        self.try_lock_from(state, class, admission)
+            || self.lock_slow(class, admission, Some(deadline))
+    }
+
+    /// Spins, then sleeps, until `first_admission` admits `class` (true),
+    /// or until `deadline` passes (false).
     #[cold]
-    fn lock_slow(&self, class: Class, first_admission: Admission) {
+    fn lock_slow(
+        &self,
+        class: Class,
+        first_admission: Admission,
+        deadline: Option<Instant>,
+    ) -> bool {
         let mut admission = first_admission;
         let spin = Spin::new();
         let wake = &self.wake[class.index()];
@@ -418,16 +441,21 @@ impl RawLock {
         loop {
             if spin.spin() {
                 if self.try_lock_from(self.state.load(Ordering::Relaxed), class, admission) {
-                    return;
+                    return true;
                 }
                 continue;
+            }
+            if deadline.is_some_and(|d| wake.expired(d)) {
+                // Out of time before sleeping (again). Counted, the drop
+                // uncounts it and passes on a hand-off it was part of.
+                return false;
             }
             // Sign up to sleep. Read the wake word first: a hand-off to us
             // that lands after this read changes the state (so the CAS below
             // fails and we judge again) or the word (so the wait returns).
             let seen = wake.load();
             let state = match signup.enter(self.state.load(Ordering::Relaxed), admission) {
-                Ok(()) => return,
+                Ok(()) => return true,
                 // Sign up from exactly this state: the one judged closed.
                 Err(closed) => closed,
             };
@@ -454,7 +482,10 @@ impl RawLock {
             if signed_up & HANDED != state & HANDED {
                 self.wake[class.other().index()].bump_and_wake_all();
             }
-            wake.wait(seen);
+            match deadline {
+                None => wake.wait(seen),
+                Some(d) => wake.wait_until(seen, d),
+            }
             admission = if first_admission == Admission::Nested {
                 Admission::Nested
             } else if wake.load() != seen {
@@ -467,13 +498,13 @@ impl RawLock {
                 .enter(self.state.load(Ordering::Relaxed), admission)
                 .is_ok()
             {
-                return;
+                return true;
             }
         }
     }
 
     /// Takes this thread out of `class`'s waiter count without entering: it
-    /// is leaving `lock_slow` by unwinding. If nobody of its class is left
+    /// is leaving `lock_slow` by unwinding or because its deadline passed. If nobody of its class is left
     /// waiting while the other class waits, that class must not wait on for
     /// it: if the lock is free, the turn passes to the other class, as a
     /// release would have passed it; if the other class holds, its waiters
@@ -569,6 +600,12 @@ impl RawLock {
         self.wake[other.index()].bump_and_wake_all();
     }
 
+    /// Under loom: every timed wait on this lock times out now.
+    #[cfg(loom)]
+    pub(crate) fn fire_timers(&self) {
+        self.wake.iter().for_each(WakeWord::fire_timers);
+    }
+
     /// Sets the state word, for unit tests of limits that would take minutes
     /// to reach by acquiring.
     #[cfg(all(test, not(loom)))]
@@ -579,8 +616,9 @@ impl RawLock {
 }
 
 /// A thread inside `lock_slow` and whether it is counted among its class's
-/// waiters. Dropped while counted (only by unwinding: every return is an
-/// entry, which uncounts), it uncounts the thread.
+/// waiters. Dropped while counted (by unwinding, or when a timed wait gives
+/// up: every other return is an entry, which uncounts), it uncounts the
+/// thread.
 struct Signup<'a> {
     lock: &'a RawLock,
     class: Class,

@@ -11,6 +11,7 @@ pub(crate) use core::sync::atomic::Ordering;
 pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Instant;
 
 /// A look at `word` before a compare-and-swap: a relaxed load.
 ///
@@ -64,6 +65,10 @@ pub(crate) struct WakeWord {
     seq: AtomicU32,
     #[cfg(loom)]
     parking: (loom::sync::Mutex<()>, loom::sync::Condvar),
+    /// Under loom, time does not pass: a model fires the timers of timed
+    /// waits on this word instead (`fire_timers`), at any point loom picks.
+    #[cfg(loom)]
+    timers_fired: loom::sync::atomic::AtomicBool,
 }
 
 impl WakeWord {
@@ -73,6 +78,8 @@ impl WakeWord {
                 seq: AtomicU32::new(0),
                 #[cfg(loom)]
                 parking: (loom::sync::Mutex::new(()), loom::sync::Condvar::new()),
+                #[cfg(loom)]
+                timers_fired: loom::sync::atomic::AtomicBool::new(false),
             }
         }
     }
@@ -97,6 +104,82 @@ impl WakeWord {
                 drop(condvar.wait(guard).unwrap());
             }
         }
+    }
+
+    /// As [`wait`](Self::wait), giving up at `deadline` at the latest.
+    /// May return spuriously or early; callers re-check the word and the
+    /// deadline ([`expired`](Self::expired)).
+    ///
+    /// `atomic-wait` has no timed wait. On Linux this is the same private
+    /// futex wait `atomic-wait` makes, with a relative timeout (the
+    /// `libc` crate, which `atomic-wait` already depends on there), so the
+    /// wake-ups of `bump_and_wake_all` reach it. Elsewhere it sleeps in
+    /// slices of at most 1 ms and looks again: a timed waiter there notices
+    /// a hand-off up to 1 ms late.
+    pub(crate) fn wait_until(&self, seen: u32, deadline: Instant) {
+        #[cfg(not(loom))]
+        {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            #[cfg(target_os = "linux")]
+            {
+                let timeout = libc::timespec {
+                    tv_sec: left.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+                    tv_nsec: left.subsec_nanos().into(),
+                };
+                // SAFETY: FUTEX_WAIT reads the `u32` behind `seq` (valid and
+                // aligned for the whole call, which borrows `self`) and sleeps
+                // while it equals `seen`, for at most `timeout`, which lives
+                // on this frame. It writes nothing; its result (woken, timed
+                // out, interrupted, or the word had changed) is judged by the
+                // caller, which re-checks.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        self.seq.as_ptr(),
+                        libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                        seen,
+                        &raw const timeout,
+                    );
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            if self.seq.load(Ordering::Acquire) == seen {
+                std::thread::sleep(left.min(std::time::Duration::from_millis(1)));
+            }
+        }
+        #[cfg(loom)]
+        {
+            let _ = deadline;
+            let (mutex, condvar) = &self.parking;
+            let guard = mutex.lock().unwrap();
+            if self.seq.load(Ordering::Acquire) == seen
+                && !self.timers_fired.load(Ordering::Acquire)
+            {
+                drop(condvar.wait(guard).unwrap());
+            }
+        }
+    }
+
+    /// Whether a timed wait on this word with `deadline` has expired.
+    pub(crate) fn expired(&self, deadline: Instant) -> bool {
+        #[cfg(not(loom))]
+        return Instant::now() >= deadline;
+        #[cfg(loom)]
+        {
+            let _ = deadline;
+            self.timers_fired.load(Ordering::Acquire)
+        }
+    }
+
+    /// Under loom: the deadline of every timed wait on this word passes now.
+    #[cfg(loom)]
+    pub(crate) fn fire_timers(&self) {
+        self.timers_fired.store(true, Ordering::Release);
+        let (mutex, condvar) = &self.parking;
+        drop(mutex.lock().unwrap());
+        condvar.notify_all();
     }
 
     /// Bumps the sequence number and wakes every thread sleeping on it.

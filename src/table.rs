@@ -5,6 +5,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use crate::lock::{TwoStateLock, raw_locks};
 use crate::lockset::LockSet;
@@ -223,6 +224,79 @@ impl LockTable {
             taking.took();
         }
         Some(taking.done(Site::caller()))
+    }
+
+    /// As [`lock_range`](Self::lock_range), giving up at `deadline`: if a
+    /// lock does not admit `class` by then, releases what it took and
+    /// returns `None`. Each lock is waited for until the same deadline, in
+    /// ascending table order, as `lock_range` takes them; a waiter that gives
+    /// up leaves no trace in the lock it waited for (see
+    /// [`TwoStateLock::try_lock_for`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`lock_range`](Self::lock_range).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use two_state_lock::{Class, LockTable};
+    /// let table = LockTable::new(64);
+    /// let add = table.lock_range(1, 2..3, Class::Add);
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         let deadline = Instant::now() + Duration::from_millis(10);
+    ///         // A truncate of the whole file: stripe 2 is busy.
+    ///         assert!(table.try_lock_range_until(1, 0..u64::MAX, Class::Block, deadline).is_none());
+    ///     });
+    /// });
+    /// assert_eq!(table.state(table.lock_index(1, 0)).holders, 0); // released
+    /// # drop(add);
+    /// ```
+    #[cfg_attr(validate, track_caller)]
+    pub fn try_lock_range_until(
+        &self,
+        object: u64,
+        stripes: Range<u64>,
+        class: Class,
+        deadline: Instant,
+    ) -> Option<RangeGuard<'_>> {
+        let (first, len) = self.span(object, &stripes);
+        let site = Site::caller();
+        // A self-deadlock would only time out; the order is not counted (a
+        // timed wait cannot hang).
+        validate::before_blocking(self.lock_set(first, len), class, site, false);
+        let mut taking = Taking::new(self, first, len, class);
+        for index in taking.set_indices() {
+            if !self.locks[index].acquire_until(class, deadline) {
+                return None; // `taking` releases what it took
+            }
+            taking.took();
+        }
+        Some(taking.done(site))
+    }
+
+    /// As [`try_lock_range_until`](Self::try_lock_range_until), giving up
+    /// after `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use two_state_lock::{Class, LockTable};
+    /// let table = LockTable::new(64);
+    /// let dio = table.try_lock_range_for(1, 0..4, Class::Block, Duration::from_millis(10));
+    /// assert_eq!(dio.unwrap().lock_count(), 4);
+    /// ```
+    #[cfg_attr(validate, track_caller)]
+    pub fn try_lock_range_for(
+        &self,
+        object: u64,
+        stripes: Range<u64>,
+        class: Class,
+        timeout: Duration,
+    ) -> Option<RangeGuard<'_>> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.try_lock_range_until(object, stripes, class, deadline),
+            None => Some(self.lock_range(object, stripes, class)),
+        }
     }
 
     /// The lock `(object, stripe)` maps to.

@@ -1087,3 +1087,55 @@ fn holder_limit_through_the_fast_path() {
         assert_idle(&lock);
     });
 }
+
+// ------------------------------------------------------ timed acquisition
+
+/// A timed `Block` waits while `Add` holds, and a top-level `Add` queues
+/// behind it. The holder releases (a hand-off to `Block`) and the timer
+/// fires, in either order (`release_first`), anywhere against the two
+/// waiters: the `Block` enters or gives up, and whichever it does, it
+/// leaves no count, the `Add` behind it gets in, and fresh acquisitions of
+/// both classes still do.
+fn timed_waiter_at_a_hand_off(release_first: bool) {
+    model(move || {
+        let lock = Arc::new(TwoStateLock::new());
+        let shadow = Arc::new(Shadow::default());
+        let held = lock.lock(Class::Add);
+        let (l, s) = (lock.clone(), shadow.clone());
+        let timed = thread::spawn(move || {
+            let far = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+            let guard = l.try_lock_until(Class::Block, far);
+            if guard.is_some() {
+                s.enter(Class::Block);
+                s.leave(Class::Block);
+            }
+            guard.is_some()
+        });
+        until_signed_up(&lock, Class::Block);
+        let queued = spawn_critical(&lock, &shadow, Class::Add);
+        if release_first {
+            drop(held);
+            lock.fire_timers_for_loom();
+        } else {
+            lock.fire_timers_for_loom();
+            drop(held);
+        }
+        let _entered = timed.join().unwrap();
+        queued.join().unwrap();
+        assert_idle(&lock);
+        for class in [Class::Block, Class::Add] {
+            drop(lock.lock(class));
+        }
+        assert_idle(&lock);
+    });
+}
+
+#[test]
+fn a_timed_waiter_released_then_timed_out_at_a_hand_off() {
+    timed_waiter_at_a_hand_off(true);
+}
+
+#[test]
+fn a_timed_waiter_timed_out_then_released_at_a_hand_off() {
+    timed_waiter_at_a_hand_off(false);
+}

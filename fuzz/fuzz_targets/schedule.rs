@@ -1,7 +1,8 @@
 //! Multi-threaded: the input becomes per-thread scripts (classes, nesting,
 //! try vs blocking, fault-protocol direct writes with `lock_fault` and with
 //! `fault_in`, range acquisitions over a 3-lock `LockTable`, where stripes
-//! collide all the time, hold times) run at once on three shared locks and
+//! collide all the time, timed acquisitions that give up, faults inside
+//! faults, hold times) run at once on three shared locks and
 //! the table. Shadow counters (one per lock, the table's included) assert
 //! exclusion; a watchdog aborts with the scripts if they do not finish.
 //! Scripts contain only what the contract promises cannot deadlock: nested
@@ -75,6 +76,28 @@ enum Step {
         buffer_object: u8,
         buffer_stripe: u8,
         pages: u8,
+    },
+    /// A timed acquisition that gives up after `micros` x 10 us.
+    Timed {
+        lock: u8,
+        class: C,
+        micros: u8,
+        work: u8,
+    },
+    /// A timed range acquisition.
+    TimedRange {
+        object: u8,
+        start: u8,
+        len: u8,
+        class: C,
+        micros: u8,
+    },
+    /// A direct write whose pin faults on `outer`, and whose fault's work
+    /// faults on `inner`, in any order against each other and the file.
+    FaultInsideFault {
+        file: u8,
+        outer: u8,
+        inner: u8,
     },
 }
 
@@ -310,6 +333,65 @@ fn run_step(w: &World, step: &Step) {
                 assert_eq!(pinned.value, stripe);
             }
             leave();
+        }
+        Step::Timed {
+            lock,
+            class,
+            micros,
+            work: units,
+        } => {
+            let (i, class) = (idx(lock), class.into());
+            let timeout = Duration::from_micros(u64::from(micros) * 10);
+            if let Some(_g) = w.locks[i].try_lock_for(class, timeout) {
+                w.shadows[i].enter(class);
+                work(units);
+                w.shadows[i].leave(class);
+            }
+        }
+        Step::TimedRange {
+            object,
+            start,
+            len,
+            class,
+            micros,
+        } => {
+            let class: Class = class.into();
+            let stripes = start as u64..start as u64 + len as u64 % 5 + 1;
+            let timeout = Duration::from_micros(u64::from(micros) * 10);
+            if let Some(g) = w
+                .table
+                .try_lock_range_for(object as u64 % 4, stripes, class, timeout)
+            {
+                let held: Vec<usize> = g.lock_indices().collect();
+                held.iter().for_each(|&i| w.table_shadows[i].enter(class));
+                work(1);
+                held.iter().for_each(|&i| w.table_shadows[i].leave(class));
+            }
+        }
+        Step::FaultInsideFault { file, outer, inner } => {
+            let (f, o, i) = (idx(file), idx(outer), idx(inner));
+            let dio = w.locks[f].lock(Class::Block);
+            w.shadows[f].enter(Class::Block);
+            // Cycles may release the write's hold and the outer fault's
+            // while the faults run: the shadows leave around them.
+            w.shadows[f].leave(Class::Block);
+            let pinned = dio.faults_disabled(|| {
+                w.locks[o].fault_in(|| {
+                    w.shadows[o].enter(Class::Add);
+                    w.shadows[o].leave(Class::Add);
+                    let got = w.locks[i].fault_in(|| {
+                        w.shadows[i].enter(Class::Add);
+                        w.shadows[i].leave(Class::Add);
+                        i
+                    });
+                    w.shadows[o].enter(Class::Add);
+                    w.shadows[o].leave(Class::Add);
+                    got
+                })
+            });
+            w.shadows[f].enter(Class::Block);
+            assert_eq!(pinned.value, i, "fault_in returns f's value");
+            w.shadows[f].leave(Class::Block);
         }
     }
 }

@@ -110,8 +110,9 @@ pub(crate) fn lock_fault(lock: &TwoStateLock, site: Site) -> Result<Guard<'_>, F
         #[cfg(all(test, not(loom)))]
         tests::failpoint();
         // Wait until this lock admits Add, judged by what the thread still
-        // holds after the release.
-        drop(lock.lock_at(Class::Add, site, false));
+        // holds after the release (which lock validation checks, as for
+        // `fault_in`'s cycles).
+        drop(lock.lock_at(Class::Add, site, true));
     });
     Err(FaultError::OrderingViolation)
 }
@@ -178,8 +179,10 @@ impl TwoStateLock {
     /// locks in address order. Lock validation (debug builds, the `validate`
     /// feature) counts that wait like a [`lock`](Self::lock), so a plain
     /// acquisition elsewhere out of address order is reported with both
-    /// sites. The cycles are not counted: they hold only locks that order
-    /// before this one while they wait.
+    /// sites. A cycle's wait is counted the same way, against what the
+    /// thread still holds while it waits: the held mappings that order
+    /// before this lock, and any hold outside a scope (the released holds
+    /// are not held, so they are not counted).
     ///
     /// # Panics
     ///
@@ -228,6 +231,10 @@ impl TwoStateLock {
     /// first), waits until this lock admits `Add`, re-takes them in address
     /// order, and marks their scopes `locks_dropped`. Locks order by address,
     /// lower first. Holds not in an active scope are never cycled.
+    ///
+    /// Inside a [`fault_in`](Self::fault_in) closure, the fault's own `Add`
+    /// hold is a held mapping: `lock_fault` on that lock returns
+    /// `Err(SameMapping)` there, as on any held mapping.
     ///
     /// Prefer [`fault_in`](Self::fault_in), which completes every fault
     /// (the same mapping included) with at most one cycle per call. Use

@@ -80,8 +80,8 @@ impl TwoStateLock {
     }
 
     /// [`lock`](Self::lock) on behalf of the caller at `site`; `order`:
-    /// lock validation counts it in the lock order (the fault protocol's
-    /// cycles do not).
+    /// lock validation counts it in the lock order (`lock_nested` and the
+    /// untimed fallback of a timed acquisition do not).
     #[inline]
     pub(crate) fn lock_at(&self, class: Class, site: Site, order: bool) -> Guard<'_> {
         validate::before_blocking(LockSet::one(&self.raw), class, site, order);

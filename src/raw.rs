@@ -94,11 +94,17 @@ impl Class {
 // so do X waiters woken by the hand-off that began the phase now ending
 // (they were late for it); Y (unless X waits too) and nested X get in. The
 // releaser then passes the turn to Y and wakes it, or, if Y got in first,
-// just wakes it; if a nested X got in, that X's release hands off. Nothing
-// else leaves this state behind: the first Y to sign up on a free lock
-// whose turn is X's, not handed, while X waits (no releaser saw a Y, so
-// none is coming) makes the turn X's explicitly, setting HANDED in its
-// sign-up and waking X; X's release then hands the lock to Y.
+// just wakes it; if a nested X got in, that X's release hands off.
+//
+// "Count 0, CLASS = X, OWED, Y waiters > 0": nothing else leaves the word
+// above behind, because the first Y to sign up on a free lock whose turn
+// is X's, not handed, while X waits (no releaser saw a Y, so none is
+// coming: the X waiters are late ones of a phase that has drained, already
+// woken by the hand-off that began it) sets OWED in its sign-up, waking
+// nobody. The turn is owed to the X waiters already counted: they,
+// nested acquisitions and nobody else get in, so a top-level X arriving
+// now waits behind Y as it should. The first to enter clears OWED; X's
+// release then hands off to Y.
 //
 // Every way out of `lock_slow` after sign-up uncounts the thread: entering
 // (in the entering CAS), and unwinding or a timed wait giving up
@@ -112,6 +118,9 @@ const CLASS_BLOCK: u64 = 1 << 29;
 /// While the count is 0: a release handed the turn to CLASS, whose waiters
 /// are coming.
 const HANDED: u64 = 1 << 30;
+/// While the count is 0: the turn is CLASS's, owed to its counted waiters,
+/// which a hand-off woke but which came only after their phase drained.
+const OWED: u64 = 1 << 31;
 /// `Add` threads signed up to sleep (16 bits).
 const ADD_WAITERS_SHIFT: u32 = 32;
 /// `Block` threads signed up to sleep (16 bits).
@@ -190,31 +199,33 @@ fn is_lockable(state: u64, class: Class, admission: Admission) -> bool {
     match admission {
         Admission::TopLevel => is_lockable_top_level(state, class),
         Admission::Nested => is_lockable_nested(state, class),
-        // It joins the phase it was handed while that phase lasts; once the
-        // phase has drained, it waits its turn like a top-level arrival.
+        // It joins the phase it was handed while that phase lasts, or the
+        // turn owed to it; else it waits its turn like a top-level arrival.
         Admission::HandedOff => {
-            (holders(state) > 0 && class_of(state) == class) || is_lockable_top_level(state, class)
+            (class_of(state) == class && (holders(state) > 0 || state & OWED != 0))
+                || is_lockable_top_level(state, class)
         }
     }
 }
 
-/// `HANDED`, if the first waiter of `class` signing up from `state` must
-/// set it, else 0: the lock is free, it is the other class's turn and the
+/// `OWED`, if the first waiter of `class` signing up from `state` must set
+/// it, else 0: the lock is free, it is the other class's turn and the
 /// other class waits, but no hand-off is pending and no releaser is on its
 /// way (none saw a waiter of `class`, there was none). The sign-up makes
-/// the turn the other class's explicitly; without it, that class's late
+/// the turn the other class's waiters' explicitly; without it, those late
 /// waiters could not tell this state from a release gap and would wait
-/// for a hand-off nobody makes.
+/// for a hand-off nobody makes. (`HANDED` would do that too, but would
+/// also let in top-level arrivals of the other class, ahead of this one.)
 #[inline]
-fn hand_to_other(state: u64, class: Class) -> u64 {
+fn owe_other(state: u64, class: Class) -> u64 {
     let other = class.other();
     if holders(state) == 0
-        && state & HANDED == 0
+        && state & (HANDED | OWED) == 0
         && class_of(state) == other
         && waiters(state, other) != 0
         && waiters(state, class) == 0
     {
-        HANDED
+        OWED
     } else {
         0
     }
@@ -232,7 +243,8 @@ fn entered(state: u64, class: Class, counted: bool) -> u64 {
     let next = if holders(state) > 0 {
         state + 1
     } else {
-        // Take the turn: our class, waiter counts unchanged, not HANDED.
+        // Take the turn: our class, waiter counts unchanged, not HANDED or
+        // OWED.
         (state & WAITERS) | class.bit() | 1
     };
     if counted { next - class.waiter() } else { next }
@@ -245,7 +257,7 @@ fn entered(state: u64, class: Class, counted: bool) -> u64 {
 /// path, which also reports the holder limit.
 #[inline]
 fn fast_entry(state: u64, class: Class) -> Option<u64> {
-    if state & (WAITERS | HANDED) != 0 {
+    if state & (WAITERS | HANDED | OWED) != 0 {
         None
     } else if holders(state) == 0 {
         Some(class.bit() | 1)
@@ -465,7 +477,7 @@ impl RawLock {
                 if waiters(state, class) == MAX_WAITERS {
                     too_many_waiters();
                 }
-                state + class.waiter() + hand_to_other(state, class)
+                state + class.waiter() + owe_other(state, class)
             };
             // AcqRel: orders our read of the wake word before the hand-off
             // that will see our count and bump it. The CAS is from the exact
@@ -478,10 +490,11 @@ impl RawLock {
             {
                 continue;
             }
+            // Owing the turn wakes nobody: the waiters it is owed to were
+            // woken by the hand-off they were late for. (A bump here would
+            // also let in a new arrival of theirs that read its wake word
+            // just before, as if it had been handed the turn.)
             signup.counted = true;
-            if signed_up & HANDED != state & HANDED {
-                self.wake[class.other().index()].bump_and_wake_all();
-            }
             match deadline {
                 None => wake.wait(seen),
                 Some(d) => wake.wait_until(seen, d),
@@ -565,12 +578,13 @@ impl RawLock {
     fn hand_off(&self, class: Class, mut state: u64) {
         let other = class.other();
         loop {
-            // Not when HANDED: a hand-off to our class is pending (another
-            // release handed it back after the other class's phase), whose
-            // waiters' release hands off in turn; taking it would cost our
-            // class's waiters a second phase of the other class.
+            // Not when HANDED (or OWED): a hand-off to our class is pending
+            // (another release handed it back after the other class's
+            // phase), whose waiters' release hands off in turn; taking it
+            // would cost our class's waiters a second phase of the other
+            // class.
             if holders(state) == 0
-                && state & HANDED == 0
+                && state & (HANDED | OWED) == 0
                 && class_of(state) == class
                 && waiters(state, other) != 0
             {
@@ -817,11 +831,12 @@ mod tests {
     fn fast_entries_are_admissible_entries() {
         let mut fast = 0;
         for holders in [0, 1, 2, u64::from(MAX_HOLDERS) - 1, u64::from(MAX_HOLDERS)] {
-            for bits in 0..16u64 {
+            for bits in 0..32u64 {
                 // Bit i of `bits` sets the i-th of these.
                 let state = [
                     CLASS_BLOCK,
                     HANDED,
+                    OWED,
                     Class::Add.waiter(),
                     Class::Block.waiter(),
                 ]
@@ -848,20 +863,34 @@ mod tests {
     }
 
     /// The first `Block` to sign up on a free lock whose turn is `Add`'s,
-    /// with `Add` waiting and no hand-off pending, hands the turn to `Add`
-    /// explicitly; in a release gap (a `Block` already counted) it does not.
+    /// with `Add` waiting and no hand-off pending, owes the turn to the
+    /// waiting `Add`s explicitly; in a release gap (a `Block` already
+    /// counted) it does not.
     #[test]
     fn a_first_sign_up_on_a_free_lock_hands_the_waiting_class_its_turn() {
         use Class::*;
         let c = |h: u64, class: Class, add_waiters: u64, block_waiters: u64| {
             h | class.bit() | (add_waiters * Add.waiter()) | (block_waiters * Block.waiter())
         };
-        assert_eq!(hand_to_other(c(0, Add, 1, 0), Block), HANDED);
-        assert_eq!(hand_to_other(c(0, Add, 1, 1), Block), 0, "a release gap");
-        assert_eq!(hand_to_other(c(0, Add, 1, 0) | HANDED, Block), 0);
-        assert_eq!(hand_to_other(c(1, Add, 1, 0), Block), 0, "Add holds");
-        assert_eq!(hand_to_other(c(0, Add, 0, 0), Block), 0, "nobody waits");
-        assert_eq!(hand_to_other(c(0, Block, 0, 1), Add), HANDED);
+        assert_eq!(owe_other(c(0, Add, 1, 0), Block), OWED);
+        assert_eq!(owe_other(c(0, Add, 1, 1), Block), 0, "a release gap");
+        assert_eq!(owe_other(c(0, Add, 1, 0) | HANDED, Block), 0);
+        assert_eq!(owe_other(c(1, Add, 1, 0), Block), 0, "Add holds");
+        assert_eq!(owe_other(c(0, Add, 0, 0), Block), 0, "nobody waits");
+        assert_eq!(owe_other(c(0, Block, 0, 1), Add), OWED);
+        // Owed to Add: its woken waiters and nested acquisitions get in;
+        // a top-level Add arriving now, and Block, wait.
+        let owed = c(0, Add, 1, 1) | OWED;
+        assert!(is_lockable(owed, Add, Admission::HandedOff));
+        assert!(is_lockable(owed, Add, Admission::Nested));
+        assert!(!is_lockable(owed, Add, Admission::TopLevel));
+        assert!(!is_lockable(owed, Block, Admission::TopLevel));
+        assert_eq!(
+            entered(owed, Add, true),
+            c(1, Add, 0, 1),
+            "entering clears it"
+        );
+        assert_eq!(fast_entry(owed, Add), None);
     }
 
     /// An `Add` release whose hand-off CAS failed finds that `Block` got in

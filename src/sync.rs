@@ -11,6 +11,8 @@ pub(crate) use core::sync::atomic::Ordering;
 pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
+#[cfg(loom)]
+use std::sync::PoisonError;
 use std::time::Instant;
 
 /// A look at `word` before a compare-and-swap: a relaxed load.
@@ -99,9 +101,9 @@ impl WakeWord {
         #[cfg(loom)]
         {
             let (mutex, condvar) = &self.parking;
-            let guard = mutex.lock().unwrap();
+            let guard = mutex.lock().unwrap_or_else(PoisonError::into_inner);
             if self.seq.load(Ordering::Acquire) == seen {
-                drop(condvar.wait(guard).unwrap());
+                drop(condvar.wait(guard).unwrap_or_else(PoisonError::into_inner));
             }
         }
     }
@@ -153,11 +155,11 @@ impl WakeWord {
         {
             let _ = deadline;
             let (mutex, condvar) = &self.parking;
-            let guard = mutex.lock().unwrap();
+            let guard = mutex.lock().unwrap_or_else(PoisonError::into_inner);
             if self.seq.load(Ordering::Acquire) == seen
                 && !self.timers_fired.load(Ordering::Acquire)
             {
-                drop(condvar.wait(guard).unwrap());
+                drop(condvar.wait(guard).unwrap_or_else(PoisonError::into_inner));
             }
         }
     }
@@ -178,7 +180,7 @@ impl WakeWord {
     pub(crate) fn fire_timers(&self) {
         self.timers_fired.store(true, Ordering::Release);
         let (mutex, condvar) = &self.parking;
-        drop(mutex.lock().unwrap());
+        drop(mutex.lock().unwrap_or_else(PoisonError::into_inner));
         condvar.notify_all();
     }
 
@@ -193,7 +195,7 @@ impl WakeWord {
         {
             let (mutex, condvar) = &self.parking;
             // Taking the mutex orders this wake after any sleeper's check.
-            drop(mutex.lock().unwrap());
+            drop(mutex.lock().unwrap_or_else(PoisonError::into_inner));
             condvar.notify_all();
         }
     }

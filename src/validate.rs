@@ -22,11 +22,13 @@
 //! are not reported; an adder X then Y against a blocker Y then X is.
 //!
 //! Not counted: `try_lock` (it never waits; its hold still counts as held),
-//! `lock_nested` (for holders of locks this crate cannot see), the fault
-//! protocol's cycles (while one waits, it holds only locks that order
-//! before the fault's) and `lock_arc` holds. Counted: the fault protocol's
-//! blocking acquisition in lock order (the "all order before L" row), which
-//! is deadlock-free only if every thread takes locks in address order. A
+//! `lock_nested` (for holders of locks this crate cannot see), timed
+//! acquisitions (they cannot wait forever; a self-deadlock is still
+//! reported) and `lock_arc` holds. Counted: the fault protocol's blocking
+//! acquisitions, in lock order (the "all order before L" row, deadlock-free
+//! only if every thread takes locks in address order) and in a cycle,
+//! against what the thread still holds while it waits (a cycle's released
+//! holds are marked so and not held). A
 //! lock that is dropped takes its pairs with it, so a new lock at the same
 //! address starts clean. A lock *moved* after it was used keeps its history
 //! at the old address, until a lock there is dropped.

@@ -309,6 +309,64 @@ fn a_late_handed_off_waiter_waits_its_turn_and_strands_nobody() {
     });
 }
 
+/// A review found this one: a `Block` phase drains while a late `Block`
+/// waiter (woken by the hand-off that began it) is still counted; an `Add`
+/// then arrives and waits, and its sign-up makes the turn owed to the late
+/// `Block`. A top-level `Block` arriving after the `Add` waits must not get
+/// in on that turn, ahead of the `Add` (it did when the sign-up set
+/// `HANDED` instead of `OWED`).
+#[test]
+fn a_turn_owed_to_late_waiters_lets_no_new_arrival_in() {
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let add_in = Arc::new(AtomicBool::new(false));
+        let released = Arc::new(AtomicBool::new(false));
+        let held = lock.lock(Class::Add);
+        let l = lock.clone();
+        let late = thread::spawn(move || drop(l.lock(Class::Block)));
+        until_signed_up(&lock, Class::Block);
+        let (l, r, a) = (lock.clone(), released.clone(), add_in.clone());
+        let phase = thread::spawn(move || {
+            while !r.load(SeqCst) {
+                thread::yield_now();
+            }
+            let g = l.lock(Class::Block);
+            let (l3, a3) = (l.clone(), a.clone());
+            let add = thread::spawn(move || {
+                let _g = l3.lock(Class::Add);
+                a3.store(true, SeqCst);
+            });
+            let (l4, a4) = (l.clone(), a.clone());
+            let arrival = thread::spawn(move || {
+                let add_waited = loop {
+                    if l4.state().add_waiters > 0 {
+                        break true;
+                    }
+                    if a4.load(SeqCst) {
+                        break false;
+                    }
+                    thread::yield_now();
+                };
+                let _g = l4.lock(Class::Block);
+                assert!(
+                    !add_waited || a4.load(SeqCst),
+                    "a top-level Block joined ahead of a waiting Add: {:?}",
+                    l4.state()
+                );
+            });
+            drop(g);
+            (add, arrival)
+        });
+        drop(held);
+        released.store(true, SeqCst);
+        late.join().unwrap();
+        let (add, arrival) = phase.join().unwrap();
+        add.join().unwrap();
+        arrival.join().unwrap();
+        assert_idle(&lock);
+    });
+}
+
 /// An `Add` release races a `Block` that enters its release gap, and an
 /// `Add` that arrives during that `Block`'s phase and is handed the turn
 /// back. The release's hand-off then finds a pending hand-off to its own

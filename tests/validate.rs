@@ -346,3 +346,23 @@ fn a_timed_acquisition_is_checked_for_self_deadlock_but_not_counted_in_orders() 
     let _other = other.lock(Class::Block);
     drop(lock.lock(Class::Block));
 }
+
+/// A cycle's wait counts against what the thread still holds while it
+/// waits: here an unscoped `Add` on high while the cycle on low waits for
+/// `Add` on low. A thread taking `Block` on low, then on high, deadlocks
+/// against that, and is reported.
+#[test]
+fn a_cycles_wait_counts_against_the_holds_it_keeps() {
+    watchdog("cycle orders", LIMIT, || {
+        let [low, high] = ordered();
+        {
+            let dio = low.lock(Class::Block);
+            let _unscoped = high.lock(Class::Add);
+            let r = dio.faults_disabled(|| low.fault_in(|| ()));
+            assert!(r.locks_dropped);
+        }
+        let _low = low.lock(Class::Block);
+        let msg = panic_message(|| drop(high.lock(Class::Block)));
+        assert!(msg.contains("possible deadlock"), "{msg}");
+    });
+}

@@ -320,47 +320,38 @@ fn a_turn_owed_to_late_waiters_lets_no_new_arrival_in() {
     model(|| {
         let lock = Arc::new(TwoStateLock::new());
         let add_in = Arc::new(AtomicBool::new(false));
-        let released = Arc::new(AtomicBool::new(false));
         let held = lock.lock(Class::Add);
         let l = lock.clone();
         let late = thread::spawn(move || drop(l.lock(Class::Block)));
         until_signed_up(&lock, Class::Block);
-        let (l, r, a) = (lock.clone(), released.clone(), add_in.clone());
-        let phase = thread::spawn(move || {
-            while !r.load(SeqCst) {
-                thread::yield_now();
-            }
-            let g = l.lock(Class::Block);
-            let (l3, a3) = (l.clone(), a.clone());
-            let add = thread::spawn(move || {
-                let _g = l3.lock(Class::Add);
-                a3.store(true, SeqCst);
-            });
-            let (l4, a4) = (l.clone(), a.clone());
-            let arrival = thread::spawn(move || {
-                let add_waited = loop {
-                    if l4.state().add_waiters > 0 {
-                        break true;
-                    }
-                    if a4.load(SeqCst) {
-                        break false;
-                    }
-                    thread::yield_now();
-                };
-                let _g = l4.lock(Class::Block);
-                assert!(
-                    !add_waited || a4.load(SeqCst),
-                    "a top-level Block joined ahead of a waiting Add: {:?}",
-                    l4.state()
-                );
-            });
-            drop(g);
-            (add, arrival)
-        });
         drop(held);
-        released.store(true, SeqCst);
+        // A Block phase the late waiter may miss.
+        let phase = lock.lock(Class::Block);
+        let (l, a) = (lock.clone(), add_in.clone());
+        let add = thread::spawn(move || {
+            let _g = l.lock(Class::Add);
+            a.store(true, SeqCst);
+        });
+        let (l, a) = (lock.clone(), add_in.clone());
+        let arrival = thread::spawn(move || {
+            let add_waited = loop {
+                if l.state().add_waiters > 0 {
+                    break true;
+                }
+                if a.load(SeqCst) {
+                    break false;
+                }
+                thread::yield_now();
+            };
+            let _g = l.lock(Class::Block);
+            assert!(
+                !add_waited || a.load(SeqCst),
+                "a top-level Block joined ahead of a waiting Add: {:?}",
+                l.state()
+            );
+        });
+        drop(phase);
         late.join().unwrap();
-        let (add, arrival) = phase.join().unwrap();
         add.join().unwrap();
         arrival.join().unwrap();
         assert_idle(&lock);

@@ -269,3 +269,86 @@ impl fmt::Debug for ArcGuard {
             .finish()
     }
 }
+
+/// A hold of one class on a [`TwoStateLock`] taken by a task
+/// ([`TwoStateLock::lock_async`], [`TwoStateLock::lock_nested_async`]),
+/// released when dropped, on whichever thread the task runs then.
+///
+/// `Send` and `Sync`: the hold is the task's, not a thread's, so it does
+/// not count in any thread's state (it does not make later acquisitions
+/// nested). Hold it across `.await`s freely: waiting tasks park, never
+/// block their worker.
+///
+/// ```
+/// use two_state_lock::{Class, TwoStateLock};
+/// fn assert_send_sync<T: Send + Sync>(_: &T) {}
+/// let lock = TwoStateLock::new();
+/// futures::executor::block_on(async {
+///     let dio = lock.lock_async(Class::Block).await;
+///     assert_send_sync(&dio);
+///     assert!(lock.try_lock(Class::Add).is_none());
+/// });
+/// assert!(lock.try_lock(Class::Add).is_some());
+/// ```
+#[must_use = "the hold is released as soon as the guard is dropped"]
+pub struct AsyncGuard<'a> {
+    lock: &'a TwoStateLock,
+    class: Class,
+}
+
+impl<'a> AsyncGuard<'a> {
+    #[inline]
+    pub(crate) fn new(lock: &'a TwoStateLock, class: Class) -> Self {
+        AsyncGuard { lock, class }
+    }
+
+    /// The class of this hold.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// let g = futures::executor::block_on(lock.lock_async(Class::Add));
+    /// assert_eq!(g.class(), Class::Add);
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn class(&self) -> Class {
+        self.class
+    }
+
+    /// The lock this guard holds.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// let g = futures::executor::block_on(lock.lock_async(Class::Add));
+    /// assert!(std::ptr::eq(g.lock(), &lock));
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn lock(&self) -> &'a TwoStateLock {
+        self.lock
+    }
+}
+
+impl Drop for AsyncGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.raw.unlock(self.class);
+    }
+}
+
+impl fmt::Debug for AsyncGuard<'_> {
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// let g = futures::executor::block_on(lock.lock_async(Class::Block));
+    /// assert!(format!("{g:?}").starts_with("AsyncGuard { class: Block, lock: TwoStateLock { class: Block, holders: 1"));
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncGuard")
+            .field("class", &self.class)
+            .field("lock", self.lock)
+            .finish()
+    }
+}

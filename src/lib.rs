@@ -68,20 +68,23 @@
 #![warn(missing_docs)]
 
 mod fault;
+mod future;
 mod guard;
 mod lock;
 mod lockset;
 mod raw;
 mod sync;
 mod table;
+mod task_wait;
 mod thread;
 mod validate;
 
 pub use fault::FaultError;
-pub use guard::{ArcGuard, Guard};
+pub use future::{ArcLockFuture, LockFuture, RangeLockFuture};
+pub use guard::{ArcGuard, AsyncGuard, Guard};
 pub use lock::TwoStateLock;
 pub use raw::{Class, LockState, MAX_HOLDERS, MAX_WAITERS};
-pub use table::{LockTable, RangeGuard};
+pub use table::{AsyncRangeGuard, LockTable, RangeGuard};
 pub use thread::Scoped;
 
 // The examples in the README and in docs/ run as doctests.

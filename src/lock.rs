@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::future::{ArcLockFuture, LockFuture};
 use crate::guard::{ArcGuard, Guard};
 use crate::lockset::LockSet;
 use crate::raw::{Admission, Class, LockState, RawLock};
@@ -256,6 +257,82 @@ impl TwoStateLock {
     pub fn try_lock_arc(self: &Arc<Self>, class: Class) -> Option<ArcGuard> {
         self.try_acquire(class)
             .then(|| ArcGuard::new(Arc::clone(self), class))
+    }
+
+    /// Takes a hold of `class` from async code: the future waits without
+    /// blocking its worker thread and resolves to an [`AsyncGuard`](crate::AsyncGuard), which
+    /// is `Send` and may be held across `.await`s. Threads and tasks wait
+    /// in one phase-fair order: a waiting task of one class stops new
+    /// top-level arrivals of the other as a waiting thread does, and a
+    /// hand-off admits the class's threads and tasks together.
+    ///
+    /// The acquisition is top-level (it queues behind waiters of the other
+    /// class). A task that already holds a lock of this crate, or anything
+    /// a waiter here may wait for, takes [`lock_nested_async`](Self::lock_nested_async).
+    ///
+    /// Cancel-safe: dropping the future at any point leaves the lock as if
+    /// it had never asked, save that a hand-off it was part of goes on to
+    /// the waiters behind it. So `tokio::time::timeout` around it is a timed
+    /// acquisition. A future that was woken by a hand-off and is then
+    /// neither polled nor dropped keeps its class's turn open, as in every
+    /// async lock: the other class waits until it is polled or dropped.
+    /// Lock validation does not see async acquisitions.
+    ///
+    /// # Panics
+    ///
+    /// When polled, as [`lock`](Self::lock) at the holder limit.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let file = TwoStateLock::new();
+    /// futures::executor::block_on(async {
+    ///     let w1 = file.lock_async(Class::Block).await;
+    ///     let w2 = file.lock_async(Class::Block).await; // direct I/Os share it
+    ///     assert!(file.try_lock(Class::Add).is_none());
+    ///     drop((w1, w2));
+    ///     let _read = file.lock_async(Class::Add).await;
+    /// });
+    /// ```
+    #[inline]
+    pub fn lock_async(&self, class: Class) -> LockFuture<'_> {
+        LockFuture::new(self, class, Admission::TopLevel)
+    }
+
+    /// As [`lock_async`](Self::lock_async), as a nested acquisition: it
+    /// waits only while the other class *holds* the lock, never behind a
+    /// waiter. For a task that holds an [`AsyncGuard`](crate::AsyncGuard), an [`ArcGuard`] or
+    /// another lock that a waiter here may need (a task holding `Add` that
+    /// takes `Add` again while `Block` waits would otherwise wait for a
+    /// phase that waits for it).
+    ///
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// futures::executor::block_on(async {
+    ///     let read = lock.lock_async(Class::Add).await;
+    ///     let again = lock.lock_nested_async(Class::Add).await;
+    ///     # drop((read, again));
+    /// });
+    /// ```
+    #[inline]
+    pub fn lock_nested_async(&self, class: Class) -> LockFuture<'_> {
+        LockFuture::new(self, class, Admission::Nested)
+    }
+
+    /// As [`lock_async`](Self::lock_async), resolving to an [`ArcGuard`]:
+    /// the future is `'static`, for a task spawned with the lock's `Arc`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = Arc::new(TwoStateLock::new());
+    /// let write = lock.lock_arc_async(Class::Block); // 'static: spawnable
+    /// let guard = futures::executor::block_on(write);
+    /// assert_eq!(guard.class(), Class::Block);
+    /// ```
+    #[inline]
+    pub fn lock_arc_async(self: &Arc<Self>, class: Class) -> ArcLockFuture {
+        ArcLockFuture::new(Arc::clone(self), class)
     }
 
     /// Takes one hold of `class`, judged top-level or nested by this thread's

@@ -1,5 +1,6 @@
 //! The raw lock: one state word and two wake words. The only place that
-//! touches the lock's atomics and sleeps.
+//! touches the lock's atomics. Threads sleep here; tasks wait through the
+//! same [`Waiter`] steps in `crate::future`, parked in `crate::task_wait`.
 //!
 //! `RawLock` knows nothing about threads: callers say whether an acquisition
 //! is top-level or nested (see `crate::thread` for the thread-local part) and
@@ -8,6 +9,7 @@
 use std::time::Instant;
 
 use crate::sync::{AtomicU64, CasBackoff, Ordering, Spin, WakeWord, const_fn_unless_loom, peek};
+use crate::task_wait;
 
 /// The class of a hold. Holders of one class share the lock; the two classes
 /// exclude each other.
@@ -75,11 +77,12 @@ impl Class {
 
 // The state word (64 bits).
 //
-// Invariant: a class's waiter count is the number of threads of that class
-// inside `lock_slow` that have signed up to sleep and not yet entered. A
-// thread counts itself once, when it first signs up, and uncounts itself in
-// the same compare-and-swap that lets it in, so the count is never stale:
-// while it is non-zero, a thread of that class is still coming. (A single
+// Invariant: a class's waiter count is the number of waiters of that class
+// (threads inside `lock_slow`, tasks inside an acquisition future: both are
+// a `Waiter`) that have signed up to wait and not yet entered. A waiter
+// counts itself once, when it first signs up, and uncounts itself in the
+// same compare-and-swap that lets it in, so the count is never stale: while
+// it is non-zero, a waiter of that class is still coming. (A single
 // WANT bit per class cannot say that: a thread that set it and was then let
 // in by an earlier hand-off's late wake-up leaves it set with nobody behind
 // it, and the lock is eventually handed to a class that never arrives.)
@@ -106,10 +109,10 @@ impl Class {
 // now waits behind Y as it should. The first to enter clears OWED; X's
 // release then hands off to Y.
 //
-// Every way out of `lock_slow` after sign-up uncounts the thread: entering
-// (in the entering CAS), and unwinding or a timed wait giving up
-// (`Signup::drop`). A count left behind by a thread that is gone would be a hand-off
-// pending forever to a class that never comes.
+// Every way out after sign-up uncounts the waiter: entering (in the
+// entering CAS), and unwinding, a timed wait giving up or a future dropped
+// (`RawLock::leave`). A count left behind by a waiter that is gone would be
+// a hand-off pending forever to a class that never comes.
 
 /// Holders (low 29 bits). While 0, the lock is free.
 const COUNT_MASK: u64 = (1 << 29) - 1;
@@ -121,9 +124,9 @@ const HANDED: u64 = 1 << 30;
 /// While the count is 0: the turn is CLASS's, owed to its counted waiters,
 /// which a hand-off woke but which came only after their phase drained.
 const OWED: u64 = 1 << 31;
-/// `Add` threads signed up to sleep (16 bits).
+/// `Add` waiters (threads and tasks) signed up to wait (16 bits).
 const ADD_WAITERS_SHIFT: u32 = 32;
-/// `Block` threads signed up to sleep (16 bits).
+/// `Block` waiters (threads and tasks) signed up to wait (16 bits).
 const BLOCK_WAITERS_SHIFT: u32 = 48;
 const WAITER_MASK: u64 = 0xffff;
 const WAITERS: u64 = u64::MAX << ADD_WAITERS_SHIFT;
@@ -135,7 +138,8 @@ pub const MAX_HOLDERS: u32 = COUNT_MASK as u32;
 /// that models can reach the limit.)
 #[cfg(loom)]
 pub const MAX_HOLDERS: u32 = 3;
-/// The most threads that can wait for one class of one lock. One more panics.
+/// The most threads and tasks that can wait for one class of one lock at
+/// once. One more panics, leaving the lock unchanged.
 pub const MAX_WAITERS: u32 = WAITER_MASK as u32;
 
 #[inline]
@@ -280,7 +284,7 @@ fn too_many_holders() -> ! {
 #[track_caller]
 fn too_many_waiters() -> ! {
     panic!(
-        "two-state-lock: more than {MAX_WAITERS} threads waiting for one class; the lock was left unchanged"
+        "two-state-lock: more than {MAX_WAITERS} threads and tasks waiting for one class; the lock was left unchanged"
     )
 }
 
@@ -302,9 +306,10 @@ pub struct LockState {
     pub holders: u32,
     /// The class holding; while `holders` is 0, the class whose turn it is.
     pub class: Class,
-    /// `Add` threads that have signed up to sleep and not yet entered.
+    /// `Add` threads and tasks that have signed up to wait and not yet entered.
     pub add_waiters: u32,
-    /// `Block` threads that have signed up to sleep and not yet entered.
+    /// `Block` threads and tasks that have signed up to wait and not yet
+    /// entered.
     pub block_waiters: u32,
 }
 
@@ -440,19 +445,18 @@ impl RawLock {
         first_admission: Admission,
         deadline: Option<Instant>,
     ) -> bool {
-        let mut admission = first_admission;
         let spin = Spin::new();
         let wake = &self.wake[class.index()];
-        // Whether this thread is counted among the class's waiters; if it
-        // unwinds while counted, the drop uncounts it.
+        // If this thread unwinds (or gives up) while counted, the drop
+        // uncounts it.
         let mut signup = Signup {
             lock: self,
-            class,
-            counted: false,
+            waiter: Waiter::new(class, first_admission),
         };
+        let waiter = &mut signup.waiter;
         loop {
             if spin.spin() {
-                if self.try_lock_from(self.state.load(Ordering::Relaxed), class, admission) {
+                if self.try_lock_from(self.state.load(Ordering::Relaxed), class, first_admission) {
                     return true;
                 }
                 continue;
@@ -462,58 +466,114 @@ impl RawLock {
                 // uncounts it and passes on a hand-off it was part of.
                 return false;
             }
-            // Sign up to sleep. Read the wake word first: a hand-off to us
-            // that lands after this read changes the state (so the CAS below
-            // fails and we judge again) or the word (so the wait returns).
-            let seen = wake.load();
-            let state = match signup.enter(self.state.load(Ordering::Relaxed), admission) {
-                Ok(()) => return true,
-                // Sign up from exactly this state: the one judged closed.
-                Err(closed) => closed,
+            let seen = match self.sign_up(waiter) {
+                SignUp::Entered => return true,
+                SignUp::Again => continue,
+                SignUp::Wait(seen) => seen,
             };
-            let signed_up = if signup.counted {
-                state
-            } else {
-                if waiters(state, class) == MAX_WAITERS {
-                    too_many_waiters();
-                }
-                state + class.waiter() + owe_other(state, class)
-            };
-            // AcqRel: orders our read of the wake word before the hand-off
-            // that will see our count and bump it. The CAS is from the exact
-            // state judged closed (also when already counted): if anything
-            // moved, judge again.
-            if self
-                .state
-                .compare_exchange(state, signed_up, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            // Owing the turn wakes nobody: the waiters it is owed to were
-            // woken by the hand-off they were late for. (A bump here would
-            // also let in a new arrival of theirs that read its wake word
-            // just before, as if it had been handed the turn.)
-            signup.counted = true;
             match deadline {
                 None => wake.wait(seen),
                 Some(d) => wake.wait_until(seen, d),
             }
-            admission = if first_admission == Admission::Nested {
-                Admission::Nested
-            } else if wake.load() != seen {
-                Admission::HandedOff
-            } else {
-                // Spurious wake-up: judge as before.
-                first_admission
-            };
-            if signup
-                .enter(self.state.load(Ordering::Relaxed), admission)
-                .is_ok()
-            {
+            if self.woken(waiter, seen) {
                 return true;
             }
         }
+    }
+
+    /// `waiter` enters if its admission allows it now; else it signs up to
+    /// wait (counts itself among its class's waiters, once) from exactly the
+    /// state judged closed, and is told the wake word's sequence number to
+    /// wait on. The waiter, a thread or a task, then waits until the word
+    /// moves past that number and calls [`woken`](Self::woken).
+    pub(crate) fn sign_up(&self, waiter: &mut Waiter) -> SignUp {
+        let class = waiter.class;
+        // Read the wake word first: a hand-off to us that lands after this
+        // read changes the state (so the CAS below fails and we judge again)
+        // or the word (so the wait returns).
+        let seen = self.wake[class.index()].load();
+        let state = match self.enter(waiter, self.state.load(Ordering::Relaxed)) {
+            Ok(()) => return SignUp::Entered,
+            // Sign up from exactly this state: the one judged closed.
+            Err(closed) => closed,
+        };
+        let signed_up = if waiter.counted {
+            state
+        } else {
+            if waiters(state, class) == MAX_WAITERS {
+                too_many_waiters();
+            }
+            state + class.waiter() + owe_other(state, class)
+        };
+        // AcqRel: orders our read of the wake word before the hand-off
+        // that will see our count and bump it. The CAS is from the exact
+        // state judged closed (also when already counted): if anything
+        // moved, judge again.
+        if self
+            .state
+            .compare_exchange(state, signed_up, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return SignUp::Again;
+        }
+        // Owing the turn wakes nobody: the waiters it is owed to were
+        // woken by the hand-off they were late for. (A bump here would
+        // also let in a new arrival of theirs that read its wake word
+        // just before, as if it had been handed the turn.)
+        waiter.counted = true;
+        SignUp::Wait(seen)
+    }
+
+    /// `waiter`'s wait on `seen` returned (or its task was polled again):
+    /// enters if it may now, judged as handed off if the wake word moved
+    /// (a hand-off to its class woke it), else as before (a spurious
+    /// wake-up). On `false` it signs up again.
+    pub(crate) fn woken(&self, waiter: &mut Waiter, seen: u32) -> bool {
+        waiter.admission = if waiter.first_admission == Admission::Nested {
+            Admission::Nested
+        } else if self.wake[waiter.class.index()].load() != seen {
+            Admission::HandedOff
+        } else {
+            waiter.first_admission
+        };
+        self.enter(waiter, self.state.load(Ordering::Relaxed))
+            .is_ok()
+    }
+
+    /// `waiter` leaves without entering (a thread unwinding or giving up, a
+    /// future dropped): if it is counted, uncounts it, passing on a
+    /// hand-off it was part of.
+    pub(crate) fn leave(&self, waiter: &mut Waiter) {
+        if waiter.counted {
+            waiter.counted = false;
+            self.uncount(waiter.class);
+        }
+    }
+
+    /// `RawLock::enter_from` for `waiter`; on entry it is no longer
+    /// counted.
+    #[inline]
+    fn enter(&self, waiter: &mut Waiter, state: u64) -> Result<(), u64> {
+        let entered = self.enter_from(state, waiter.class, waiter.admission, waiter.counted);
+        if entered.is_ok() {
+            waiter.counted = false;
+        }
+        entered
+    }
+
+    /// The wake word `class`'s waiters wait on.
+    #[inline]
+    pub(crate) fn wake_word(&self, class: Class) -> &WakeWord {
+        &self.wake[class.index()]
+    }
+
+    /// Wakes `class`'s sleeping threads and parked tasks: bumps its wake
+    /// word, wakes the threads, then the tasks (after the bump, which is
+    /// what makes a task's parking safe: see `task_wait`).
+    fn wake_class(&self, class: Class) {
+        let word = &self.wake[class.index()];
+        word.bump_and_wake_all();
+        task_wait::unpark_all(word);
     }
 
     /// Takes this thread out of `class`'s waiter count without entering: it
@@ -541,7 +601,7 @@ impl RawLock {
             {
                 Ok(_) => {
                     if wake {
-                        self.wake[other.index()].bump_and_wake_all();
+                        self.wake_class(other);
                     }
                     return;
                 }
@@ -611,7 +671,7 @@ impl RawLock {
                 return;
             }
         }
-        self.wake[other.index()].bump_and_wake_all();
+        self.wake_class(other);
     }
 
     /// Under loom: every timed wait on this lock times out now.
@@ -629,36 +689,69 @@ impl RawLock {
     }
 }
 
-/// A thread inside `lock_slow` and whether it is counted among its class's
-/// waiters. Dropped while counted (by unwinding, or when a timed wait gives
-/// up: every other return is an entry, which uncounts), it uncounts the
-/// thread.
-struct Signup<'a> {
-    lock: &'a RawLock,
+/// A waiter for one hold of one class: a thread in `lock_slow`, or a task
+/// in an acquisition future (`crate::future`). The one mechanism both kinds
+/// wait through ([`RawLock::sign_up`], then [`RawLock::woken`] after each
+/// wait), so that threads and tasks wait in one phase-fair order, and leave
+/// the same way: whoever gives up a waiter that may still be counted (an
+/// unwinding thread, a timed wait, a dropped future) calls
+/// [`RawLock::leave`].
+#[derive(Debug)]
+pub(crate) struct Waiter {
     class: Class,
+    /// How its first attempt was judged: top-level or nested.
+    first_admission: Admission,
+    /// How its next attempt is judged.
+    admission: Admission,
+    /// Counted among its class's waiters: it must enter or leave.
     counted: bool,
 }
 
-impl Signup<'_> {
-    /// `RawLock::enter_from` for this thread; on entry it is no longer
-    /// counted.
+impl Waiter {
     #[inline]
-    fn enter(&mut self, state: u64, admission: Admission) -> Result<(), u64> {
-        let entered = self
-            .lock
-            .enter_from(state, self.class, admission, self.counted);
-        if entered.is_ok() {
-            self.counted = false;
+    pub(crate) fn new(class: Class, admission: Admission) -> Self {
+        Waiter {
+            class,
+            first_admission: admission,
+            admission,
+            counted: false,
         }
-        entered
     }
+
+    #[inline]
+    pub(crate) fn class(&self) -> Class {
+        self.class
+    }
+
+    #[inline]
+    pub(crate) fn first_admission(&self) -> Admission {
+        self.first_admission
+    }
+}
+
+/// What [`RawLock::sign_up`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SignUp {
+    /// The waiter entered: the hold is its.
+    Entered,
+    /// The waiter is counted: wait until the class's wake word moves past
+    /// this sequence number.
+    Wait(u32),
+    /// The state moved under the sign-up: judge again.
+    Again,
+}
+
+/// A thread inside `lock_slow`. Dropped while counted (by unwinding, or
+/// when a timed wait gives up: every other return is an entry, which
+/// uncounts), it uncounts the thread.
+struct Signup<'a> {
+    lock: &'a RawLock,
+    waiter: Waiter,
 }
 
 impl Drop for Signup<'_> {
     fn drop(&mut self) {
-        if self.counted {
-            self.lock.uncount(self.class);
-        }
+        self.lock.leave(&mut self.waiter);
     }
 }
 
@@ -925,7 +1018,7 @@ mod tests {
         let err =
             std::panic::catch_unwind(|| lock.lock(Class::Add, Admission::TopLevel)).unwrap_err();
         let msg = err.downcast_ref::<String>().unwrap();
-        assert!(msg.contains("threads waiting for one class"), "{msg}");
+        assert!(msg.contains("tasks waiting for one class"), "{msg}");
         assert_eq!(lock.state.load(Ordering::Relaxed), full);
     }
 }

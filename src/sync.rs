@@ -1,4 +1,5 @@
-//! The one place atomics, futex waits, spinning and thread-locals come from.
+//! The one place atomics, mutexes, futex waits, spinning and thread-locals
+//! come from.
 //!
 //! Built normally, these are `core` atomics, `atomic-wait` futexes and
 //! `crossbeam_utils::Backoff`. Built with `RUSTFLAGS="--cfg loom"`, they are
@@ -12,7 +13,10 @@ pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(loom)]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
 use std::sync::PoisonError;
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 /// A look at `word` before a compare-and-swap: a relaxed load.
@@ -32,6 +36,14 @@ pub(crate) fn peek(word: &AtomicU64) -> u64 {
     return word.load(Ordering::Relaxed);
     #[cfg(loom)]
     return word.fetch_add(0, Ordering::Relaxed);
+}
+
+/// Locks `mutex`, also when a thread panicked while holding it: the data
+/// the crate keeps under a mutex (the task wait table) stays consistent at
+/// every point a panic can start.
+#[inline]
+pub(crate) fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Declares a thread-local. Outside loom it is `const`-initialised (no lazy

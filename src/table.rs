@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use crate::future::RangeLockFuture;
 use crate::lock::{TwoStateLock, raw_locks};
 use crate::lockset::LockSet;
 use crate::raw::{Class, LockState};
@@ -299,6 +300,41 @@ impl LockTable {
         }
     }
 
+    /// As [`lock_range`](Self::lock_range), for a task: the future waits
+    /// without blocking its worker and resolves to an [`AsyncRangeGuard`],
+    /// which is `Send`. The locks are taken in the same order as
+    /// `lock_range` takes them, the first judged top-level, the others
+    /// nested; threads and tasks wait for each lock in one phase-fair order.
+    ///
+    /// Cancel-safe: dropped half-way, the future releases what it took and
+    /// leaves the lock it waits for as if it had never asked (see
+    /// [`LockFuture`](crate::LockFuture)). Not seen by lock validation.
+    ///
+    /// # Panics
+    ///
+    /// At the call, when `stripes` is empty; when polled, as
+    /// [`lock_range`](Self::lock_range) for a lock at its holder limit.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, LockTable};
+    /// let table = LockTable::new(64);
+    /// futures::executor::block_on(async {
+    ///     let dio = table.lock_range_async(7, 0..4, Class::Block).await;
+    ///     // ... the direct I/O's await, with the stripes blocked ...
+    ///     assert!(table.try_lock_range(7, 2..3, Class::Add).is_none());
+    ///     drop(dio);
+    /// });
+    /// ```
+    pub fn lock_range_async(
+        &self,
+        object: u64,
+        stripes: Range<u64>,
+        class: Class,
+    ) -> RangeLockFuture<'_> {
+        let (first, len) = self.span(object, &stripes);
+        RangeLockFuture::new(self, first, len, class)
+    }
+
     /// The lock `(object, stripe)` maps to.
     #[inline]
     pub(crate) fn lock_for(&self, object: u64, stripe: u64) -> &TwoStateLock {
@@ -340,12 +376,21 @@ impl LockTable {
     }
 
     /// Those locks, in ascending table order.
-    fn lock_set(&self, first: u32, len: u32) -> LockSet<'_> {
+    /// The runs of table indices of a range, for `Debug`.
+    fn index_runs(&self, first: u32, len: u32) -> Vec<Range<u32>> {
+        self.runs(first, len)
+            .into_iter()
+            .filter(|r| r.0 < r.1)
+            .map(|r| r.0..r.1)
+            .collect()
+    }
+
+    pub(crate) fn lock_set(&self, first: u32, len: u32) -> LockSet<'_> {
         LockSet::runs(raw_locks(&self.locks), self.runs(first, len))
     }
 
     /// Their indices, ascending.
-    fn indices(&self, first: u32, len: u32) -> impl Iterator<Item = usize> + use<> {
+    pub(crate) fn indices(&self, first: u32, len: u32) -> impl Iterator<Item = usize> + use<> {
         let [a, b] = self.runs(first, len);
         (a.0 as usize..a.1 as usize).chain(b.0 as usize..b.1 as usize)
     }
@@ -592,16 +637,100 @@ impl fmt::Debug for RangeGuard<'_> {
     /// assert_eq!(format!("{g:?}"), "RangeGuard { class: Add, locks: [0..8] }");
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let runs: Vec<Range<u32>> = self
-            .table
-            .runs(self.first, self.len)
-            .into_iter()
-            .filter(|r| r.0 < r.1)
-            .map(|r| r.0..r.1)
-            .collect();
         f.debug_struct("RangeGuard")
             .field("class", &self.class)
-            .field("locks", &runs)
+            .field("locks", &self.table.index_runs(self.first, self.len))
+            .finish()
+    }
+}
+
+/// The locks of one range, held in one class by a task
+/// ([`LockTable::lock_range_async`]), released when dropped, on whichever
+/// thread the task runs then.
+///
+/// `Send` and `Sync`: the holds are the task's, not a thread's (they do not
+/// make any thread's later acquisitions nested).
+///
+/// ```
+/// use two_state_lock::{Class, LockTable};
+/// let table = LockTable::new(8);
+/// let g = futures::executor::block_on(table.lock_range_async(0, 0..100, Class::Add));
+/// assert_eq!(format!("{g:?}"), "AsyncRangeGuard { class: Add, locks: [0..8] }");
+/// ```
+#[must_use = "the holds are released as soon as the guard is dropped"]
+pub struct AsyncRangeGuard<'a> {
+    table: &'a LockTable,
+    first: u32,
+    len: u32,
+    class: Class,
+}
+
+impl<'a> AsyncRangeGuard<'a> {
+    pub(crate) fn new(table: &'a LockTable, first: u32, len: u32, class: Class) -> Self {
+        AsyncRangeGuard {
+            table,
+            first,
+            len,
+            class,
+        }
+    }
+
+    /// The class of the holds.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, LockTable};
+    /// let table = LockTable::new(8);
+    /// let g = futures::executor::block_on(table.lock_range_async(0, 0..2, Class::Block));
+    /// assert_eq!(g.class(), Class::Block);
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn class(&self) -> Class {
+        self.class
+    }
+
+    /// How many locks the range holds.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, LockTable};
+    /// let table = LockTable::new(8);
+    /// let g = futures::executor::block_on(table.lock_range_async(0, 0..3, Class::Add));
+    /// assert_eq!(g.lock_count(), 3);
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn lock_count(&self) -> usize {
+        self.len as usize
+    }
+
+    /// The table indices of the locks held, ascending.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, LockTable};
+    /// let table = LockTable::new(8);
+    /// let g = futures::executor::block_on(table.lock_range_async(0, 0..100, Class::Add));
+    /// assert_eq!(g.lock_indices().collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
+    /// ```
+    pub fn lock_indices(&self) -> impl Iterator<Item = usize> + use<> {
+        self.table.indices(self.first, self.len)
+    }
+}
+
+impl Drop for AsyncRangeGuard<'_> {
+    fn drop(&mut self) {
+        self.table
+            .lock_set(self.first, self.len)
+            .unlock(self.class, 0, self.len as usize);
+    }
+}
+
+impl fmt::Debug for AsyncRangeGuard<'_> {
+    /// Shows the class and the table indices held, as runs (see the type's
+    /// example).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncRangeGuard")
+            .field("class", &self.class)
+            .field("locks", &self.table.index_runs(self.first, self.len))
             .finish()
     }
 }

@@ -1188,3 +1188,112 @@ fn a_timed_waiter_released_then_timed_out_at_a_hand_off() {
 fn a_timed_waiter_timed_out_then_released_at_a_hand_off() {
     timed_waiter_at_a_hand_off(false);
 }
+
+// ------------------------------------------------------ async acquisition
+
+/// Polls `f` once with `cx`'s waker, without consuming it.
+fn poll_in<F: std::future::Future + Unpin>(
+    f: &mut F,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<F::Output> {
+    std::pin::Pin::new(f).poll(cx)
+}
+
+/// A task waits for `Block` while a thread holds `Add`, and a thread of
+/// `Add` queues behind it; the release hands the lock to the task, which
+/// parks (stores its waker) anywhere against the hand-off. The task is
+/// woken and admitted, the thread after it: no lost wake-up between a
+/// task's parking and a hand-off, one phase-fair order for both kinds.
+#[test]
+fn a_task_and_a_thread_of_opposite_classes_race_a_hand_off() {
+    model_with_bound(3, || {
+        let lock = Arc::new(TwoStateLock::new());
+        let shadow = Arc::new(Shadow::default());
+        let held = lock.lock(Class::Add);
+        let (l, s) = (lock.clone(), shadow.clone());
+        let task = thread::spawn(move || {
+            loom::future::block_on(async {
+                let g = l.lock_async(Class::Block).await;
+                s.enter(Class::Block);
+                s.leave(Class::Block);
+                drop(g);
+            });
+        });
+        let add = spawn_critical(&lock, &shadow, Class::Add);
+        drop(held);
+        task.join().unwrap();
+        add.join().unwrap();
+        assert_idle(&lock);
+    });
+}
+
+/// A task polls a `Block` acquisition once and drops it (after dropping
+/// one it never polled): before the release, while it waits, or after the
+/// release's hand-off made it `Block`'s turn, as loom picks. An `Add`
+/// thread queued behind it still gets in (the drop passes the turn on),
+/// and so do fresh acquisitions of both classes.
+#[test]
+fn a_future_dropped_before_while_or_after_a_hand_off_passes_the_turn_on() {
+    model_with_bound(3, || {
+        let lock = Arc::new(TwoStateLock::new());
+        let shadow = Arc::new(Shadow::default());
+        let held = lock.lock(Class::Add);
+        let (l, s) = (lock.clone(), shadow.clone());
+        let task = thread::spawn(move || {
+            drop(l.lock_async(Class::Block)); // never polled
+            let mut dio = l.lock_async(Class::Block);
+            let waker = std::task::Waker::noop();
+            if let std::task::Poll::Ready(g) =
+                poll_in(&mut dio, &mut std::task::Context::from_waker(waker))
+            {
+                s.enter(Class::Block);
+                s.leave(Class::Block);
+                drop(g);
+            }
+            thread::yield_now();
+            drop(dio);
+        });
+        let add = spawn_critical(&lock, &shadow, Class::Add);
+        drop(held);
+        task.join().unwrap();
+        add.join().unwrap();
+        assert_idle(&lock);
+        for class in [Class::Block, Class::Add] {
+            drop(lock.lock(class));
+        }
+        assert_idle(&lock);
+    });
+}
+
+/// Two pending `Add` acquisitions in one task, behind a `Block` hold; the
+/// task drops one and awaits the other while the hold is released (tokio
+/// issue 6450: the drop must not take the other's wake-up with it).
+#[test]
+fn two_pending_acquisitions_in_one_task_one_dropped() {
+    model_with_bound(3, || {
+        let lock = Arc::new(TwoStateLock::new());
+        let held = lock.lock(Class::Block);
+        let l = lock.clone();
+        let task = thread::spawn(move || {
+            // One poll polls both and drops `a`; `b` is polled again only
+            // once the task is woken.
+            let mut a = Some(l.lock_async(Class::Add));
+            let mut b = l.lock_async(Class::Add);
+            let mut first = true;
+            let g = loom::future::block_on(std::future::poll_fn(|cx| {
+                if std::mem::take(&mut first) {
+                    let ra = poll_in(a.as_mut().unwrap(), cx);
+                    let rb = poll_in(&mut b, cx);
+                    drop(ra);
+                    a = None;
+                    return rb;
+                }
+                poll_in(&mut b, cx)
+            }));
+            drop(g);
+        });
+        drop(held);
+        task.join().unwrap();
+        assert_idle(&lock);
+    });
+}

@@ -1,0 +1,403 @@
+//! Async acquisition: futures that wait for a hold through the same
+//! [`Waiter`] steps as a blocking thread (so threads and tasks wait in one
+//! phase-fair order, SPEC §11.2.1), parked in `crate::task_wait` instead of
+//! a futex.
+//!
+//! Cancel safety is the waiter's: a future dropped at any point leaves
+//! through [`RawLock::leave`], as an unwinding thread does, and gives its
+//! parking entry back; a range future also releases the locks it took.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::guard::{ArcGuard, AsyncGuard};
+use crate::lock::TwoStateLock;
+use crate::lockset::LockSet;
+use crate::raw::{Admission, Class, RawLock, SignUp, Waiter};
+use crate::table::{AsyncRangeGuard, LockTable};
+use crate::task_wait::{self, Parking};
+
+/// One task's wait for one hold of one lock, kept in its future between
+/// polls. The lock is passed in on every call (a future owning an `Arc`
+/// cannot also borrow it).
+#[derive(Debug)]
+struct TaskWait {
+    waiter: Waiter,
+    /// Polled at least once (the first poll tries the fast path).
+    started: bool,
+    /// The hold was taken (and handed to a guard).
+    done: bool,
+    /// The wake word's sequence number it parked with, while parked.
+    parked: Option<u32>,
+    parking: Parking,
+}
+
+impl TaskWait {
+    fn new(class: Class, admission: Admission) -> Self {
+        TaskWait {
+            waiter: Waiter::new(class, admission),
+            started: false,
+            done: false,
+            parked: None,
+            parking: Parking::default(),
+        }
+    }
+
+    /// Ready with the class once the hold of `lock` is taken, which the
+    /// caller then wraps in a guard.
+    ///
+    /// Panics when polled again after that.
+    fn poll_hold(&mut self, lock: &RawLock, cx: &Context<'_>) -> Poll<Class> {
+        if self.done {
+            polled_after_completion();
+        }
+        let taken = self.poll(lock, cx);
+        self.done = taken.is_ready();
+        taken.map(|()| self.waiter.class())
+    }
+
+    /// Ready once the hold of `lock` is taken.
+    fn poll(&mut self, lock: &RawLock, cx: &Context<'_>) -> Poll<()> {
+        let class = self.waiter.class();
+        if !self.started {
+            self.started = true;
+            // The uncontended acquisition, as a blocking one makes it.
+            match lock.try_lock_fast(class) {
+                Ok(()) => return Poll::Ready(()),
+                Err(state) if lock.try_lock_from(state, class, self.waiter_admission()) => {
+                    return Poll::Ready(());
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(seen) = self.parked.take() {
+            if lock.woken(&mut self.waiter, seen) {
+                return self.entered(lock);
+            }
+        }
+        // No spinning: a task that cannot enter parks at once, and its
+        // worker runs other tasks.
+        loop {
+            match lock.sign_up(&mut self.waiter) {
+                SignUp::Entered => return self.entered(lock),
+                SignUp::Again => {}
+                SignUp::Wait(seen) => {
+                    let word = lock.wake_word(class);
+                    if task_wait::park(word, &mut self.parking, seen, cx.waker()) {
+                        self.parked = Some(seen);
+                        return Poll::Pending;
+                    }
+                    // The word moved before the waker was stored: woken.
+                    if lock.woken(&mut self.waiter, seen) {
+                        return self.entered(lock);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The admission of the first attempt.
+    fn waiter_admission(&self) -> Admission {
+        self.waiter.first_admission()
+    }
+
+    fn entered(&mut self, lock: &RawLock) -> Poll<()> {
+        task_wait::leave(lock.wake_word(self.waiter.class()), &mut self.parking);
+        Poll::Ready(())
+    }
+
+    /// The wait ends without the hold (its future is dropped): gives the
+    /// parking entry back and leaves the lock as an unwinding thread does.
+    /// Does nothing after the hold was taken.
+    fn cancel(&mut self, lock: &RawLock) {
+        task_wait::leave(lock.wake_word(self.waiter.class()), &mut self.parking);
+        self.parked = None;
+        lock.leave(&mut self.waiter);
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.parked.is_some()
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn polled_after_completion() -> ! {
+    panic!("two-state-lock: an acquisition future was polled after it completed")
+}
+
+/// The future of [`TwoStateLock::lock_async`] and
+/// [`TwoStateLock::lock_nested_async`]: resolves to an [`AsyncGuard`].
+///
+/// Dropping it at any point (before its first poll, while it waits, after
+/// a hand-off woke it) leaves the lock as if it had never asked, except that
+/// a hand-off it was part of goes on to the waiters behind it. `Send` and
+/// `Sync`; a wait allocates nothing once the task wait table has room.
+///
+/// ```
+/// use two_state_lock::{Class, TwoStateLock};
+/// let lock = TwoStateLock::new();
+/// let guard = futures::executor::block_on(lock.lock_async(Class::Block));
+/// assert_eq!(guard.class(), Class::Block);
+/// ```
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct LockFuture<'a> {
+    lock: &'a TwoStateLock,
+    wait: TaskWait,
+}
+
+impl<'a> LockFuture<'a> {
+    pub(crate) fn new(lock: &'a TwoStateLock, class: Class, admission: Admission) -> Self {
+        LockFuture {
+            lock,
+            wait: TaskWait::new(class, admission),
+        }
+    }
+}
+
+impl<'a> Future for LockFuture<'a> {
+    type Output = AsyncGuard<'a>;
+
+    /// # Panics
+    ///
+    /// When the lock is at its holder limit (the future stays cancel-safe:
+    /// dropping it uncounts it), or when polled after it completed.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<AsyncGuard<'a>> {
+        let this = self.get_mut();
+        let lock = this.lock;
+        this.wait
+            .poll_hold(&lock.raw, cx)
+            .map(|class| AsyncGuard::new(lock, class))
+    }
+}
+
+impl Drop for LockFuture<'_> {
+    fn drop(&mut self) {
+        self.wait.cancel(&self.lock.raw);
+    }
+}
+
+impl fmt::Debug for LockFuture<'_> {
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = TwoStateLock::new();
+    /// let f = lock.lock_async(Class::Add);
+    /// assert!(format!("{f:?}").starts_with("LockFuture { class: Add, waiting: false"));
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockFuture")
+            .field("class", &self.wait.waiter.class())
+            .field("waiting", &self.wait.is_waiting())
+            .field("lock", self.lock)
+            .finish()
+    }
+}
+
+/// The future of [`TwoStateLock::lock_arc_async`]: resolves to an
+/// [`ArcGuard`]. `'static`, `Send` and `Sync`, cancel-safe as
+/// [`LockFuture`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use two_state_lock::{Class, TwoStateLock};
+/// let lock = Arc::new(TwoStateLock::new());
+/// let guard = futures::executor::block_on(lock.lock_arc_async(Class::Add));
+/// assert!(Arc::ptr_eq(guard.lock(), &lock));
+/// ```
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct ArcLockFuture {
+    lock: Arc<TwoStateLock>,
+    wait: TaskWait,
+}
+
+impl ArcLockFuture {
+    pub(crate) fn new(lock: Arc<TwoStateLock>, class: Class) -> Self {
+        ArcLockFuture {
+            lock,
+            wait: TaskWait::new(class, Admission::TopLevel),
+        }
+    }
+}
+
+impl Future for ArcLockFuture {
+    type Output = ArcGuard;
+
+    /// # Panics
+    ///
+    /// As [`LockFuture`]'s.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ArcGuard> {
+        let this = self.get_mut();
+        let lock = &this.lock;
+        this.wait
+            .poll_hold(&lock.raw, cx)
+            .map(|class| ArcGuard::new(Arc::clone(lock), class))
+    }
+}
+
+impl Drop for ArcLockFuture {
+    fn drop(&mut self) {
+        self.wait.cancel(&self.lock.raw);
+    }
+}
+
+impl fmt::Debug for ArcLockFuture {
+    /// ```
+    /// use std::sync::Arc;
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let lock = Arc::new(TwoStateLock::new());
+    /// let f = lock.lock_arc_async(Class::Block);
+    /// assert!(format!("{f:?}").starts_with("ArcLockFuture { class: Block, waiting: false"));
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArcLockFuture")
+            .field("class", &self.wait.waiter.class())
+            .field("waiting", &self.wait.is_waiting())
+            .field("lock", &*self.lock)
+            .finish()
+    }
+}
+
+/// The future of [`LockTable::lock_range_async`]: takes the range's locks
+/// one at a time in ascending table order, as
+/// [`lock_range`](LockTable::lock_range) does (the first judged
+/// top-level, the others nested), and resolves to an [`AsyncRangeGuard`].
+///
+/// Dropped half-way, it releases the locks it took and leaves the one it
+/// waits for as [`LockFuture`] does.
+///
+/// ```
+/// use two_state_lock::{Class, LockTable};
+/// let table = LockTable::new(64);
+/// let dio = futures::executor::block_on(table.lock_range_async(1, 0..4, Class::Block));
+/// assert_eq!(dio.lock_count(), 4);
+/// ```
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct RangeLockFuture<'a> {
+    table: &'a LockTable,
+    first: u32,
+    len: u32,
+    class: Class,
+    /// Locks taken so far: the first `taken` of the set.
+    taken: u32,
+    /// The wait for lock `taken`.
+    wait: TaskWait,
+    done: bool,
+}
+
+impl<'a> RangeLockFuture<'a> {
+    pub(crate) fn new(table: &'a LockTable, first: u32, len: u32, class: Class) -> Self {
+        RangeLockFuture {
+            table,
+            first,
+            len,
+            class,
+            taken: 0,
+            wait: TaskWait::new(class, Admission::TopLevel),
+            done: false,
+        }
+    }
+
+    fn set(&self) -> LockSet<'a> {
+        self.table.lock_set(self.first, self.len)
+    }
+}
+
+impl<'a> Future for RangeLockFuture<'a> {
+    type Output = AsyncRangeGuard<'a>;
+
+    /// # Panics
+    ///
+    /// As [`LockFuture`]'s.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<AsyncRangeGuard<'a>> {
+        let this = self.get_mut();
+        if this.done {
+            polled_after_completion();
+        }
+        let set = this.set();
+        while this.taken < this.len {
+            if this
+                .wait
+                .poll(set.get(this.taken as usize), cx)
+                .is_pending()
+            {
+                return Poll::Pending;
+            }
+            this.taken += 1;
+            // The locks after the first are nested acquisitions: this task
+            // holds the first, so it must not queue behind a waiter.
+            this.wait = TaskWait::new(this.class, Admission::Nested);
+        }
+        this.done = true;
+        Poll::Ready(AsyncRangeGuard::new(
+            this.table, this.first, this.len, this.class,
+        ))
+    }
+}
+
+impl Drop for RangeLockFuture<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let set = self.set();
+        if self.taken < self.len {
+            self.wait.cancel(set.get(self.taken as usize));
+        }
+        set.unlock(self.class, 0, self.taken as usize);
+    }
+}
+
+impl fmt::Debug for RangeLockFuture<'_> {
+    /// ```
+    /// use two_state_lock::{Class, LockTable};
+    /// let table = LockTable::new(8);
+    /// let f = table.lock_range_async(1, 0..3, Class::Add);
+    /// assert_eq!(format!("{f:?}"), "RangeLockFuture { class: Add, locks: 3, taken: 0, waiting: false }");
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RangeLockFuture")
+            .field("class", &self.class)
+            .field("locks", &self.len)
+            .field("taken", &self.taken)
+            .field("waiting", &self.wait.is_waiting())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// A future that parked gives its wait-table entry back when it enters
+    /// and when it is dropped; the waiter count follows.
+    #[test]
+    fn parked_futures_give_their_entries_back() {
+        let lock = TwoStateLock::new();
+        let before = task_wait::entries_in_use();
+        let held = lock.lock(Class::Block);
+        let mut entering = lock.lock_async(Class::Add);
+        let mut dropped = lock.lock_async(Class::Add);
+        assert!(poll_once(&mut entering).is_pending());
+        assert!(poll_once(&mut dropped).is_pending());
+        assert_eq!(task_wait::entries_in_use(), before + 2);
+        assert_eq!(lock.state().add_waiters, 2);
+        drop(dropped);
+        assert_eq!(task_wait::entries_in_use(), before + 1);
+        drop(held);
+        let Poll::Ready(g) = poll_once(&mut entering) else {
+            panic!("not admitted after the release");
+        };
+        assert_eq!(task_wait::entries_in_use(), before);
+        assert_eq!(lock.state().add_waiters, 0);
+        drop(g);
+    }
+}

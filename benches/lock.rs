@@ -5,6 +5,7 @@
 mod common;
 
 use common::reference::Reference;
+use common::tasks::{AsyncLockRwLock, AsyncSubject, TokioRwLock, ready};
 use common::{ParkingLotRwLock, StdRwLock, Subject, short_work};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use crossbeam_utils::CachePadded;
@@ -128,7 +129,23 @@ fn range_uncontended(c: &mut Criterion) {
     g.finish();
 }
 
+/// An async acquisition and release that is ready at its first poll,
+/// polled by hand (no runtime in the measurement).
+fn async_uncontended<S: AsyncSubject>(c: &mut Criterion) {
+    let mut g = c.benchmark_group("uncontended async lock+unlock (ready at first poll)");
+    let lock = S::default();
+    for (class, label) in CLASSES {
+        g.bench_function(BenchmarkId::new(S::NAME, label), |b| {
+            b.iter(|| ready(lock.with(black_box(class), || async { black_box(()) })))
+        });
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    async_uncontended::<TwoStateLock>(c);
+    async_uncontended::<TokioRwLock>(c);
+    async_uncontended::<AsyncLockRwLock>(c);
     range_uncontended(c);
     all::<TwoStateLock>(c);
     all::<StdRwLock>(c);

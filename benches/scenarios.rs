@@ -6,12 +6,16 @@
 //! throughput at several Add:Block ratios, lock sizes, and range locking
 //! with a `LockTable` against a lock per object, for
 //! `TwoStateLock`, `std::sync::RwLock`, `parking_lot::RwLock` and the
-//! reference algorithm. A reader/writer lock's read side stands for `Add`,
+//! reference algorithm; and the same with tasks on tokio (`tasks`), against
+//! tokio's and async-lock's `RwLock`. A reader/writer lock's read side stands for `Add`,
 //! its write side for `Block`.
 
 mod common;
+#[path = "scenarios/tasks.rs"]
+mod tasks;
 
 use common::reference::Reference;
+use common::tasks::{AsyncLockRwLock, AsyncSubject, TokioRwLock};
 use common::{ParkingLotRwLock, StdRwLock, Subject, short_work};
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
@@ -592,13 +596,22 @@ fn print_ranges(s: &Settings) {
     println!();
 }
 
+fn tasks_size<S: AsyncSubject>() -> usize {
+    S::size()
+}
+
 fn print_sizes() {
     println!("## Size\n");
     println!("| lock | bytes |\n| --- | ---: |");
-    println!("| two-state | {} |", TwoStateLock::size());
+    println!("| two-state | {} |", <TwoStateLock as Subject>::size());
     println!("| std RwLock<()> | {} |", StdRwLock::size());
     println!("| parking_lot RwLock<()> | {} |", ParkingLotRwLock::size());
     println!("| reference (bcachefs port) | {} |", Reference::size());
+    println!("| tokio RwLock<()> | {} |", tasks_size::<TokioRwLock>());
+    println!(
+        "| async-lock RwLock<()> | {} |",
+        tasks_size::<AsyncLockRwLock>()
+    );
     println!();
 }
 
@@ -622,7 +635,16 @@ fn main() {
         svg: (!smoke)
             .then(|| concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fairness.svg").to_string()),
     };
-    const SECTIONS: [&str; 5] = ["sizes", "direct-io", "fairness", "mixed", "ranges"];
+    const SECTIONS: [&str; 8] = [
+        "sizes",
+        "direct-io",
+        "fairness",
+        "mixed",
+        "ranges",
+        "async-direct-io",
+        "async-mixed",
+        "async-fairness",
+    ];
     let chosen: Vec<&str> = args
         .iter()
         .filter(|a| *a != "--smoke")
@@ -657,6 +679,15 @@ fn main() {
     }
     if run("ranges") {
         print_ranges(&settings);
+    }
+    if run("async-direct-io") {
+        tasks::print_direct_io(&settings);
+    }
+    if run("async-mixed") {
+        tasks::print_mixed(&settings);
+    }
+    if run("async-fairness") {
+        tasks::print_fairness(&settings);
     }
     let fairness = match fairness {
         Some(f) => f,

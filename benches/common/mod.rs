@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod reference;
+pub mod tasks;
 
 use two_state_lock::{Class, TwoStateLock};
 

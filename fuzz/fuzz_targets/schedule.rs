@@ -2,7 +2,8 @@
 //! try vs blocking, fault-protocol direct writes with `lock_fault` and with
 //! `fault_in`, range acquisitions over a 3-lock `LockTable`, where stripes
 //! collide all the time, timed acquisitions that give up, faults inside
-//! faults, hold times) run at once on three shared locks and
+//! faults, async acquisitions polled by hand and dropped at points the
+//! input picks, hold times) run at once on three shared locks and
 //! the table. Shadow counters (one per lock, the table's included) assert
 //! exclusion; a watchdog aborts with the scripts if they do not finish.
 //! Scripts contain only what the contract promises cannot deadlock: nested
@@ -12,8 +13,11 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, mpsc};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use two_state_lock::{Class, FaultError, LockTable, TwoStateLock};
 use two_state_lock_fuzz::C;
@@ -92,6 +96,32 @@ enum Step {
         class: C,
         micros: u8,
     },
+    /// An async acquisition, polled by hand on this thread: `polls % 4` is
+    /// 0 (dropped before its first poll), 1 or 2 (dropped after that many
+    /// polls unless ready), or 3 (polled until ready, the thread parked
+    /// between polls until the future's waker wakes it).
+    Task {
+        lock: u8,
+        class: C,
+        polls: u8,
+        arc: bool,
+        work: u8,
+    },
+    /// Two pending acquisitions of one lock in one task: the first dropped
+    /// after `polls % 3` polls, the second polled until ready.
+    TwoPending {
+        lock: u8,
+        class: C,
+        polls: u8,
+    },
+    /// An async range acquisition, polled as `Task`'s.
+    TaskRange {
+        object: u8,
+        start: u8,
+        len: u8,
+        class: C,
+        polls: u8,
+    },
     /// A direct write whose pin faults on `outer`, and whose fault's work
     /// faults on `inner`, in any order against each other and the file.
     FaultInsideFault {
@@ -144,6 +174,44 @@ fn work(units: u8) {
         1 => std::thread::yield_now(),
         2 => (0..units as u32 * 8).for_each(|_| std::hint::spin_loop()),
         _ => std::thread::sleep(Duration::from_micros(units as u64 % 50)),
+    }
+}
+
+/// Wakes the thread that polls.
+struct Unparker(std::thread::Thread);
+
+impl Wake for Unparker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `f` on this thread: at most `polls` times (`None`: until ready,
+/// parked between polls until woken, so a lost wake-up hangs and the
+/// watchdog reports it).
+fn poll_by_hand<F: Future + Unpin>(f: &mut F, polls: Option<u32>) -> Option<F::Output> {
+    let waker = Waker::from(Arc::new(Unparker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut n = 0;
+    loop {
+        if let Poll::Ready(v) = Pin::new(&mut *f).poll(&mut cx) {
+            return Some(v);
+        }
+        n += 1;
+        match polls {
+            Some(max) if n >= max => return None,
+            Some(_) => std::thread::park_timeout(Duration::from_micros(20)),
+            None => std::thread::park(),
+        }
+    }
+}
+
+/// `polls % 4` as `Step::Task` reads it: `Some(0)` drops before the first
+/// poll.
+fn poll_limit(polls: u8) -> Option<u32> {
+    match polls % 4 {
+        3 => None,
+        n => Some(u32::from(n)),
     }
 }
 
@@ -362,6 +430,65 @@ fn run_step(w: &World, step: &Step) {
                 .table
                 .try_lock_range_for(object as u64 % 4, stripes, class, timeout)
             {
+                let held: Vec<usize> = g.lock_indices().collect();
+                held.iter().for_each(|&i| w.table_shadows[i].enter(class));
+                work(1);
+                held.iter().for_each(|&i| w.table_shadows[i].leave(class));
+            }
+        }
+        Step::Task {
+            lock,
+            class,
+            polls,
+            arc,
+            work: units,
+        } => {
+            let (i, class) = (idx(lock), class.into());
+            let limit = poll_limit(polls);
+            let inside = || {
+                w.shadows[i].enter(class);
+                work(units);
+                w.shadows[i].leave(class);
+            };
+            if limit == Some(0) {
+                drop(w.locks[i].lock_async(class));
+                drop(w.locks[i].lock_arc_async(class));
+            } else if arc {
+                if let Some(_g) = poll_by_hand(&mut w.locks[i].lock_arc_async(class), limit) {
+                    inside();
+                }
+            } else if let Some(_g) = poll_by_hand(&mut w.locks[i].lock_async(class), limit) {
+                inside();
+            }
+        }
+        Step::TwoPending { lock, class, polls } => {
+            let (i, class) = (idx(lock), class.into());
+            let mut first = w.locks[i].lock_async(class);
+            let mut second = w.locks[i].lock_async(class);
+            let a = poll_by_hand(&mut first, Some(u32::from(polls % 3) + 1));
+            let b = poll_by_hand(&mut second, Some(1));
+            drop(a);
+            drop(first);
+            let b = b.or_else(|| poll_by_hand(&mut second, None)).unwrap();
+            w.shadows[i].enter(class);
+            w.shadows[i].leave(class);
+            drop(b);
+        }
+        Step::TaskRange {
+            object,
+            start,
+            len,
+            class,
+            polls,
+        } => {
+            let class: Class = class.into();
+            let stripes = start as u64..start as u64 + len as u64 % 5 + 1;
+            let mut f = w.table.lock_range_async(object as u64 % 4, stripes, class);
+            let limit = poll_limit(polls);
+            if limit == Some(0) {
+                return;
+            }
+            if let Some(g) = poll_by_hand(&mut f, limit) {
                 let held: Vec<usize> = g.lock_indices().collect();
                 held.iter().for_each(|&i| w.table_shadows[i].enter(class));
                 work(1);

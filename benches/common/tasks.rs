@@ -26,12 +26,12 @@ pub trait AsyncSubject: Send + Sync + Default + 'static {
 
 impl AsyncSubject for TwoStateLock {
     const NAME: &'static str = "two-state";
-    fn with<F: Future + Send>(
+    async fn with<F: Future + Send>(
         &self,
         class: Class,
         f: impl FnOnce() -> F + Send,
-    ) -> impl Future<Output = F::Output> + Send {
-        async move {
+    ) -> F::Output {
+        {
             let _g = self.lock_async(class).await;
             f().await
         }
@@ -50,12 +50,12 @@ pub struct TokioRwLock(tokio::sync::RwLock<()>);
 
 impl AsyncSubject for TokioRwLock {
     const NAME: &'static str = "tokio RwLock";
-    fn with<F: Future + Send>(
+    async fn with<F: Future + Send>(
         &self,
         class: Class,
         f: impl FnOnce() -> F + Send,
-    ) -> impl Future<Output = F::Output> + Send {
-        async move {
+    ) -> F::Output {
+        {
             match class {
                 Class::Add => {
                     let _g = self.0.read().await;
@@ -90,12 +90,12 @@ pub struct AsyncLockRwLock(async_lock::RwLock<()>);
 
 impl AsyncSubject for AsyncLockRwLock {
     const NAME: &'static str = "async-lock RwLock";
-    fn with<F: Future + Send>(
+    async fn with<F: Future + Send>(
         &self,
         class: Class,
         f: impl FnOnce() -> F + Send,
-    ) -> impl Future<Output = F::Output> + Send {
-        async move {
+    ) -> F::Output {
+        {
             match class {
                 Class::Add => {
                     let _g = self.0.read().await;

@@ -169,8 +169,8 @@ pub fn print_mixed(s: &Settings) {
         println!();
     }
     print!("| two-state vs best peer |");
-    for m in 0..TASK_MIXES.len() {
-        print!(" {:.2}x |", table[0][m] / table[1][m].max(table[2][m]));
+    for ((ours, tokio), async_lock) in table[0].iter().zip(&table[1]).zip(&table[2]) {
+        print!(" {:.2}x |", ours / tokio.max(*async_lock));
     }
     println!("\n");
 }

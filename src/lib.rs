@@ -35,6 +35,16 @@
 //!   [`try_lock_until`](TwoStateLock::try_lock_until) and, for ranges,
 //!   [`try_lock_range_until`](LockTable::try_lock_range_until) give up at a
 //!   deadline and leave the lock as if they had never asked.
+//! - **Async acquisition**: [`lock_async`](TwoStateLock::lock_async),
+//!   [`lock_nested_async`](TwoStateLock::lock_nested_async),
+//!   [`lock_arc_async`](TwoStateLock::lock_arc_async) and
+//!   [`lock_range_async`](LockTable::lock_range_async) return futures
+//!   ([`LockFuture`], [`ArcLockFuture`], [`RangeLockFuture`]) that wait on
+//!   the same lock as blocking threads, in one phase-fair order, without
+//!   blocking the worker; they resolve to `Send` guards ([`AsyncGuard`],
+//!   [`ArcGuard`], [`AsyncRangeGuard`]). Cancel-safe: a dropped future
+//!   leaves the lock as if it had never asked, so a runtime's timeout is a
+//!   timed acquisition. No runtime is a dependency.
 //! - [`LockTable`]: a fixed table of locks that ranges of stripes of any
 //!   number of objects map to; [`lock_range`](LockTable::lock_range) returns
 //!   a [`RangeGuard`].
@@ -97,3 +107,6 @@ struct FaultProtocolExamples;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/ranges.md")]
 struct RangeExamples;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/async.md")]
+struct AsyncExamples;

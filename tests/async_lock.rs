@@ -40,6 +40,20 @@ fn poll_once<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
     Pin::new(f).poll(&mut Context::from_waker(waker))
 }
 
+/// Returns `Pending` once (after waking its task), then `Ready`.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 fn multi_thread_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -507,4 +521,55 @@ fn stress_threads_and_tasks_on_one_lock() {
         ops.load(SeqCst),
         cancelled.load(SeqCst)
     );
+}
+
+/// smol's `async-executor`, run by two threads, with a blocking thread on
+/// the same lock.
+#[test]
+fn smol_async_executor_with_a_blocking_thread() {
+    let lock = Arc::new(TwoStateLock::new());
+    let shadow = Arc::new(Shadow::default());
+    let (l, s) = (lock.clone(), shadow.clone());
+    watchdog("async-executor", LIMIT, move || {
+        let ex = async_executor::Executor::new();
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let (l, s) = (l.clone(), s.clone());
+                ex.spawn(async move {
+                    for i in 0..500 {
+                        let class = if (t + i) % 4 == 0 {
+                            Class::Block
+                        } else {
+                            Class::Add
+                        };
+                        let g = l.lock_arc_async(class).await;
+                        s.enter(class);
+                        yield_once().await; // hold it across a suspension
+                        s.leave(class);
+                        drop(g);
+                    }
+                })
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..2000 {
+                    let class = if i % 3 == 0 { Class::Add } else { Class::Block };
+                    let _g = l.lock(class);
+                    s.enter(class);
+                    s.leave(class);
+                }
+            });
+            let (done, finished) = futures::channel::oneshot::channel::<()>();
+            scope.spawn(|| futures::executor::block_on(ex.run(finished)));
+            futures::executor::block_on(ex.run(async {
+                for t in tasks {
+                    t.await;
+                }
+            }));
+            done.send(()).unwrap();
+        });
+    });
+    let s = lock.state();
+    assert_eq!((s.holders, s.add_waiters, s.block_waiters), (0, 0, 0));
 }

@@ -343,11 +343,19 @@ impl Drop for RangeLockFuture<'_> {
         if self.done {
             return;
         }
+        /// Releases the locks taken, also if leaving the one waited for
+        /// unwinds (a waker that panics when the leave passes a turn on).
+        struct Release<'a>(LockSet<'a>, Class, u32);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.unlock(self.1, 0, self.2 as usize);
+            }
+        }
         let set = self.set();
+        let _release = Release(set, self.class, self.taken);
         if self.taken < self.len {
             self.wait.cancel(set.get(self.taken as usize));
         }
-        set.unlock(self.class, 0, self.taken as usize);
     }
 }
 
@@ -373,6 +381,10 @@ mod tests {
     use super::*;
     use std::task::Waker;
 
+    /// The tests here park tasks in the global table, which the first one
+    /// counts: they run one at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
         Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
     }
@@ -381,6 +393,9 @@ mod tests {
     /// and when it is dropped; the waiter count follows.
     #[test]
     fn parked_futures_give_their_entries_back() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let lock = TwoStateLock::new();
         let before = task_wait::entries_in_use();
         let held = lock.lock(Class::Block);
@@ -399,5 +414,48 @@ mod tests {
         assert_eq!(task_wait::entries_in_use(), before);
         assert_eq!(lock.state().add_waiters, 0);
         drop(g);
+    }
+
+    /// A waker that panics when a hand-off wakes it does not keep the
+    /// other parked tasks from being woken; the panic goes on to the
+    /// releasing thread, and the lock is consistent.
+    #[test]
+    fn a_panicking_waker_does_not_strand_the_other_tasks() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use std::task::Wake;
+        struct Panics;
+        impl Wake for Panics {
+            fn wake(self: Arc<Self>) {
+                panic!("a waker that panics");
+            }
+        }
+        struct Counts(AtomicUsize);
+        impl Wake for Counts {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
+        let lock = TwoStateLock::new();
+        let held = lock.lock(Class::Block);
+        let (panics, counts) = (
+            Waker::from(Arc::new(Panics)),
+            Arc::new(Counts(AtomicUsize::new(0))),
+        );
+        let counting = Waker::from(counts.clone());
+        let mut first = lock.lock_async(Class::Add);
+        let mut second = lock.lock_async(Class::Add);
+        let poll = |f: &mut LockFuture<'_>, w: &Waker| {
+            Pin::new(f).poll(&mut Context::from_waker(w)).is_ready()
+        };
+        assert!(!poll(&mut first, &panics));
+        assert!(!poll(&mut second, &counting));
+        let released = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(held)));
+        assert!(released.is_err(), "the waker's panic reaches the releaser");
+        assert_eq!(counts.0.load(SeqCst), 1, "the other task was woken");
+        assert!(poll(&mut second, &counting) && poll(&mut first, &counting));
     }
 }

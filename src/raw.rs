@@ -492,6 +492,15 @@ impl RawLock {
         // read changes the state (so the CAS below fails and we judge again)
         // or the word (so the wait returns).
         let seen = self.wake[class.index()].load();
+        // A counted waiter whose word moved since it last waited was woken
+        // by a hand-off to its class, even if `woken` read the word just
+        // before the bump: judge it handed off, or it would wait on the new
+        // number as a top-level arrival and miss the turn made for it (for
+        // good when that turn is `OWED`, which wakes nobody).
+        if waiter.counted && waiter.first_admission != Admission::Nested && waiter.waited_on != seen
+        {
+            waiter.admission = Admission::HandedOff;
+        }
         let state = match self.enter(waiter, self.state.load(Ordering::Relaxed)) {
             Ok(()) => return SignUp::Entered,
             // Sign up from exactly this state: the one judged closed.
@@ -521,6 +530,7 @@ impl RawLock {
         // also let in a new arrival of theirs that read its wake word
         // just before, as if it had been handed the turn.)
         waiter.counted = true;
+        waiter.waited_on = seen;
         SignUp::Wait(seen)
     }
 
@@ -705,6 +715,8 @@ pub(crate) struct Waiter {
     admission: Admission,
     /// Counted among its class's waiters: it must enter or leave.
     counted: bool,
+    /// While counted: the wake word's sequence number it last waited on.
+    waited_on: u32,
 }
 
 impl Waiter {
@@ -715,6 +727,7 @@ impl Waiter {
             first_admission: admission,
             admission,
             counted: false,
+            waited_on: 0,
         }
     }
 

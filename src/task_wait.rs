@@ -14,6 +14,7 @@
 //! parked in it at once and is reused from then on: a wait allocates
 //! nothing once the slab has room.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::task::Waker;
 
 #[cfg(not(loom))]
@@ -26,9 +27,11 @@ use crate::sync::{Mutex, MutexGuard, WakeWord, lock_ignoring_poison};
 /// only while a task parks or a hand-off wakes.
 #[cfg(not(loom))]
 const BUCKETS: usize = 128;
-/// Under loom: two buckets, so models with two locks may share one.
+/// Under loom: one bucket, which every lock shares. (A bucket chosen by
+/// address would differ between the runs of one model, whose heap
+/// addresses differ, and loom replays each schedule exactly.)
 #[cfg(loom)]
-const BUCKETS: usize = 2;
+const BUCKETS: usize = 1;
 
 /// Wakers taken out of a bucket at a time by [`unpark_all`], which wakes
 /// them after it lets go of the bucket's mutex (a waker may run executor
@@ -43,7 +46,9 @@ struct Entry {
     waker: Option<Waker>,
 }
 
-/// The entries of one bucket: a slab and its free list.
+/// The entries of one bucket: a slab and its free list. Emptied (keeping
+/// its memory) whenever its last entry is given back, so that a burst of
+/// parked tasks does not lengthen later scans.
 struct Entries {
     slots: Vec<Entry>,
     free: Vec<u32>,
@@ -111,8 +116,15 @@ fn address(word: &WakeWord) -> usize {
 /// locks land in different buckets).
 #[inline]
 fn bucket(word: usize) -> MutexGuard<'static, Entries> {
-    let hash = (word as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - BUCKETS.trailing_zeros());
-    lock_ignoring_poison(&TABLE[hash as usize].entries)
+    #[cfg(not(loom))]
+    let index = ((word as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        >> (64 - BUCKETS.trailing_zeros())) as usize;
+    #[cfg(loom)]
+    let index = {
+        let _ = word;
+        0
+    };
+    lock_ignoring_poison(&TABLE[index].entries)
 }
 
 /// Parks the task on `word` with `waker`, unless the word has moved past
@@ -142,6 +154,7 @@ pub(crate) fn park(word: &WakeWord, parking: &mut Parking, seen: u32, waker: &Wa
 pub(crate) fn unpark_all(word: &WakeWord) {
     let key = address(word);
     let mut next = 0;
+    let mut panicked = None;
     loop {
         let mut batch: [Option<Waker>; WAKE_BATCH] = Default::default();
         let mut taken = 0;
@@ -160,11 +173,20 @@ pub(crate) fn unpark_all(word: &WakeWord) {
             next < entries.slots.len()
         };
         // Outside the mutex. An entry freed and reused meanwhile by a task
-        // that parked after the bump is at worst woken once for nothing.
-        batch.into_iter().flatten().for_each(Waker::wake);
-        if !more {
-            return;
+        // that parked after the bump is at worst woken once for nothing. A
+        // waker that panics does not keep the others from being woken: the
+        // first panic goes on once every task is woken.
+        for waker in batch.into_iter().flatten() {
+            if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+                panicked.get_or_insert(panic);
+            }
         }
+        if !more {
+            break;
+        }
+    }
+    if let Some(panic) = panicked {
+        panic::resume_unwind(panic);
     }
 }
 
@@ -178,6 +200,10 @@ pub(crate) fn leave(word: &WakeWord, parking: &mut Parking) {
     let waker = entries.slots[i as usize].waker.take();
     entries.slots[i as usize].word = 0;
     entries.free.push(i);
+    if entries.free.len() == entries.slots.len() {
+        entries.slots.clear();
+        entries.free.clear();
+    }
     drop(entries);
     drop(waker);
 }

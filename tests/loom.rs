@@ -1297,3 +1297,168 @@ fn two_pending_acquisitions_in_one_task_one_dropped() {
         assert_idle(&lock);
     });
 }
+
+/// A waker that counts its wake-ups.
+struct CountingWaker(AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+fn counting_waker() -> (Arc<CountingWaker>, std::task::Waker) {
+    let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    (counter.clone(), std::task::Waker::from(counter))
+}
+
+/// An `Add` task waits while `Block` holds (polled once on this thread,
+/// then awaited on another, whose executor may poll it again at any
+/// moment); the release hands `Add` the turn while an `Add` thread and a
+/// `Block` thread arrive. A re-poll that reads the wake word just before
+/// the hand-off's bump and signs up again just after it must still judge
+/// itself handed off: else it waited as a top-level arrival on the new
+/// number, and once the `Block` thread's sign-up owed the turn to it
+/// (`OWED`, which wakes nobody) the lock hung for good. Found by review.
+#[test]
+fn a_task_re_polled_across_a_hand_off_takes_its_turn() {
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let shadow = Arc::new(Shadow::default());
+        let held = lock.lock_arc(Class::Block);
+        let mut read = lock.lock_arc_async(Class::Add);
+        let (_, waker) = counting_waker();
+        assert!(poll_in(&mut read, &mut std::task::Context::from_waker(&waker)).is_pending());
+        let s = shadow.clone();
+        let task = thread::spawn(move || {
+            let g = loom::future::block_on(read);
+            s.enter(Class::Add);
+            s.leave(Class::Add);
+            drop(g);
+        });
+        let add = spawn_critical(&lock, &shadow, Class::Add);
+        let block = spawn_critical(&lock, &shadow, Class::Block);
+        drop(held);
+        task.join().unwrap();
+        add.join().unwrap();
+        block.join().unwrap();
+        assert_idle(&lock);
+    });
+}
+
+/// A `Block` future is polled on one thread while `Add` holds, moved, and
+/// polled on a second thread with another waker, against the release: if
+/// the second poll is pending, the second waker is woken, and the next
+/// poll enters. Found passing by review.
+#[test]
+fn a_future_polled_on_two_threads_in_turn_wakes_its_latest_waker() {
+    model_with_bound(3, || {
+        let lock = Arc::new(TwoStateLock::new());
+        let held = lock.lock_arc(Class::Add);
+        let l = lock.clone();
+        let first = thread::spawn(move || {
+            let mut dio = l.lock_arc_async(Class::Block);
+            let (_, waker) = counting_waker();
+            match poll_in(&mut dio, &mut std::task::Context::from_waker(&waker)) {
+                std::task::Poll::Ready(_) => None,
+                std::task::Poll::Pending => Some(dio),
+            }
+        });
+        let release = thread::spawn(move || drop(held));
+        let Some(mut dio) = first.join().unwrap() else {
+            release.join().unwrap();
+            assert_idle(&lock);
+            return;
+        };
+        let second = thread::spawn(move || {
+            let (woken, waker) = counting_waker();
+            let ready = poll_in(&mut dio, &mut std::task::Context::from_waker(&waker)).is_ready();
+            (ready, woken, dio)
+        });
+        let (ready, woken, mut dio) = second.join().unwrap();
+        release.join().unwrap();
+        if !ready {
+            assert!(
+                woken.0.load(SeqCst) > 0,
+                "pending, and the latest waker was never woken"
+            );
+            let (_, waker) = counting_waker();
+            let entered = poll_in(&mut dio, &mut std::task::Context::from_waker(&waker)).is_ready();
+            assert!(entered, "woken on a free lock, still pending");
+        }
+        drop(dio);
+        assert_idle(&lock);
+    });
+}
+
+/// A handed-off `Add` task is polled again when nested `Add`s filled the
+/// lock to its holder limit: the poll panics, the future is dropped, and
+/// it leaves no count: a queued `Block` and fresh acquisitions get in.
+#[test]
+fn a_task_at_the_holder_limit_after_a_hand_off_leaves_no_count() {
+    quiet_panics("holders at once");
+    model(|| {
+        let lock = Arc::new(TwoStateLock::new());
+        let held = lock.lock_arc(Class::Block);
+        let mut read = lock.lock_arc_async(Class::Add);
+        let (_, waker) = counting_waker();
+        assert!(poll_in(&mut read, &mut std::task::Context::from_waker(&waker)).is_pending());
+        let l = lock.clone();
+        let blocker = thread::spawn(move || drop(l.lock(Class::Block)));
+        drop(held);
+        let holds: Vec<_> = (0..3)
+            .filter_map(|_| lock.try_lock_arc(Class::Add))
+            .collect();
+        let full = holds.len() == 3;
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            poll_in(&mut read, &mut std::task::Context::from_waker(&waker)).map(drop)
+        }));
+        if full {
+            assert!(polled.is_err(), "a fourth holder");
+        }
+        drop(read);
+        drop(holds);
+        blocker.join().unwrap();
+        assert_idle(&lock);
+        for class in [Class::Block, Class::Add] {
+            drop(lock.lock(class));
+        }
+        assert_idle(&lock);
+    });
+}
+
+/// A range future over a 2-lock table is polled once (it may take the
+/// first lock and wait for the second, which a thread holds in `Block`)
+/// and dropped, against the release and another `Block` range: the drop
+/// releases what it took and leaves no count.
+#[test]
+fn a_range_future_dropped_mid_range_against_a_release() {
+    model(|| {
+        let table = Arc::new(LockTable::new(2));
+        let at1 = object_at(&table, 1);
+        let held = table.try_lock_range(at1, 0..1, Class::Block).unwrap();
+        let t = table.clone();
+        let task = thread::spawn(move || {
+            let mut read = t.lock_range_async(0, 0..2, Class::Add);
+            let (_, waker) = counting_waker();
+            let _ = poll_in(&mut read, &mut std::task::Context::from_waker(&waker));
+            thread::yield_now();
+            drop(read);
+        });
+        let t = table.clone();
+        let other = thread::spawn(move || drop(t.lock_range(at1, 0..1, Class::Block)));
+        drop(held);
+        task.join().unwrap();
+        other.join().unwrap();
+        for i in 0..2 {
+            let end = table.state(i);
+            assert_eq!(
+                (end.holders, end.add_waiters, end.block_waiters),
+                (0, 0, 0),
+                "{i}: {end:?}"
+            );
+        }
+        drop(table.lock_range(0, 0..2, Class::Block));
+        drop(table.lock_range(0, 0..2, Class::Add));
+    });
+}

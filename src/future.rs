@@ -26,12 +26,8 @@ use crate::task_wait::{self, Parking};
 #[derive(Debug)]
 struct TaskWait {
     waiter: Waiter,
-    /// Polled at least once (the first poll tries the fast path).
-    started: bool,
     /// The hold was taken (and handed to a guard).
     done: bool,
-    /// The wake word's sequence number it parked with, while parked.
-    parked: Option<u32>,
     parking: Parking,
 }
 
@@ -39,9 +35,7 @@ impl TaskWait {
     fn new(class: Class, admission: Admission) -> Self {
         TaskWait {
             waiter: Waiter::new(class, admission),
-            started: false,
             done: false,
-            parked: None,
             parking: Parking::default(),
         }
     }
@@ -62,21 +56,19 @@ impl TaskWait {
     /// Ready once the hold of `lock` is taken.
     fn poll(&mut self, lock: &RawLock, cx: &Context<'_>) -> Poll<()> {
         let class = self.waiter.class();
-        if !self.started {
-            self.started = true;
-            // The uncontended acquisition, as a blocking one makes it.
+        if !self.waiter.is_counted() {
+            // Not signed up yet (the first poll): the uncontended
+            // acquisition, as a blocking one makes it.
             match lock.try_lock_fast(class) {
                 Ok(()) => return Poll::Ready(()),
-                Err(state) if lock.try_lock_from(state, class, self.waiter_admission()) => {
+                Err(state) if lock.try_lock_from(state, class, self.waiter.first_admission()) => {
                     return Poll::Ready(());
                 }
                 Err(_) => {}
             }
-        }
-        if let Some(seen) = self.parked.take() {
-            if lock.woken(&mut self.waiter, seen) {
-                return self.entered(lock);
-            }
+        } else if lock.woken(&mut self.waiter) {
+            // Parked, and polled again.
+            return self.entered(lock);
         }
         // No spinning: a task that cannot enter parks at once, and its
         // worker runs other tasks.
@@ -87,21 +79,15 @@ impl TaskWait {
                 SignUp::Wait(seen) => {
                     let word = lock.wake_word(class);
                     if task_wait::park(word, &mut self.parking, seen, cx.waker()) {
-                        self.parked = Some(seen);
                         return Poll::Pending;
                     }
                     // The word moved before the waker was stored: woken.
-                    if lock.woken(&mut self.waiter, seen) {
+                    if lock.woken(&mut self.waiter) {
                         return self.entered(lock);
                     }
                 }
             }
         }
-    }
-
-    /// The admission of the first attempt.
-    fn waiter_admission(&self) -> Admission {
-        self.waiter.first_admission()
     }
 
     fn entered(&mut self, lock: &RawLock) -> Poll<()> {
@@ -114,12 +100,11 @@ impl TaskWait {
     /// Does nothing after the hold was taken.
     fn cancel(&mut self, lock: &RawLock) {
         task_wait::leave(lock.wake_word(self.waiter.class()), &mut self.parking);
-        self.parked = None;
         lock.leave(&mut self.waiter);
     }
 
     fn is_waiting(&self) -> bool {
-        self.parked.is_some()
+        self.waiter.is_counted()
     }
 }
 

@@ -475,7 +475,7 @@ impl RawLock {
                 None => wake.wait(seen),
                 Some(d) => wake.wait_until(seen, d),
             }
-            if self.woken(waiter, seen) {
+            if self.woken(waiter) {
                 return true;
             }
         }
@@ -492,16 +492,11 @@ impl RawLock {
         // read changes the state (so the CAS below fails and we judge again)
         // or the word (so the wait returns).
         let seen = self.wake[class.index()].load();
-        // A counted waiter whose word moved since it last waited was woken
-        // by a hand-off to its class, even if `woken` read the word just
-        // before the bump: judge it handed off, or it would wait on the new
-        // number as a top-level arrival and miss the turn made for it (for
-        // good when that turn is `OWED`, which wakes nobody).
-        if waiter.counted && waiter.first_admission != Admission::Nested && waiter.waited_on != seen
-        {
-            waiter.admission = Admission::HandedOff;
-        }
-        let state = match self.enter(waiter, self.state.load(Ordering::Relaxed)) {
+        let state = match self.enter(
+            waiter,
+            waiter.admission(seen),
+            self.state.load(Ordering::Relaxed),
+        ) {
             Ok(()) => return SignUp::Entered,
             // Sign up from exactly this state: the one judged closed.
             Err(closed) => closed,
@@ -534,20 +529,17 @@ impl RawLock {
         SignUp::Wait(seen)
     }
 
-    /// `waiter`'s wait on `seen` returned (or its task was polled again):
-    /// enters if it may now, judged as handed off if the wake word moved
-    /// (a hand-off to its class woke it), else as before (a spurious
-    /// wake-up). On `false` it signs up again.
-    pub(crate) fn woken(&self, waiter: &mut Waiter, seen: u32) -> bool {
-        waiter.admission = if waiter.first_admission == Admission::Nested {
-            Admission::Nested
-        } else if self.wake[waiter.class.index()].load() != seen {
-            Admission::HandedOff
-        } else {
-            waiter.first_admission
-        };
-        self.enter(waiter, self.state.load(Ordering::Relaxed))
-            .is_ok()
+    /// `waiter`'s wait returned (or its task was polled again): enters if
+    /// it may now, judged by the wake word as it reads now
+    /// ([`Waiter::admission`]). On `false` it signs up again.
+    pub(crate) fn woken(&self, waiter: &mut Waiter) -> bool {
+        let word = self.wake[waiter.class.index()].load();
+        self.enter(
+            waiter,
+            waiter.admission(word),
+            self.state.load(Ordering::Relaxed),
+        )
+        .is_ok()
     }
 
     /// `waiter` leaves without entering (a thread unwinding or giving up, a
@@ -560,11 +552,11 @@ impl RawLock {
         }
     }
 
-    /// `RawLock::enter_from` for `waiter`; on entry it is no longer
-    /// counted.
+    /// `RawLock::enter_from` for `waiter`, judged by `admission`; on entry
+    /// it is no longer counted.
     #[inline]
-    fn enter(&self, waiter: &mut Waiter, state: u64) -> Result<(), u64> {
-        let entered = self.enter_from(state, waiter.class, waiter.admission, waiter.counted);
+    fn enter(&self, waiter: &mut Waiter, admission: Admission, state: u64) -> Result<(), u64> {
+        let entered = self.enter_from(state, waiter.class, admission, waiter.counted);
         if entered.is_ok() {
             waiter.counted = false;
         }
@@ -711,8 +703,6 @@ pub(crate) struct Waiter {
     class: Class,
     /// How its first attempt was judged: top-level or nested.
     first_admission: Admission,
-    /// How its next attempt is judged.
-    admission: Admission,
     /// Counted among its class's waiters: it must enter or leave.
     counted: bool,
     /// While counted: the wake word's sequence number it last waited on.
@@ -725,7 +715,6 @@ impl Waiter {
         Waiter {
             class,
             first_admission: admission,
-            admission,
             counted: false,
             waited_on: 0,
         }
@@ -739,6 +728,31 @@ impl Waiter {
     #[inline]
     pub(crate) fn first_admission(&self) -> Admission {
         self.first_admission
+    }
+
+    /// Counted among its class's waiters (it signed up and has neither
+    /// entered nor left).
+    #[inline]
+    pub(crate) fn is_counted(&self) -> bool {
+        self.counted
+    }
+
+    /// How the waiter is judged when its class's wake word reads `word`:
+    /// handed off if it is counted and the word moved since it last waited
+    /// (a hand-off to its class woke it), else as its first attempt was (a
+    /// spurious wake-up). Judged from the word as read now, also when the
+    /// sign-up that follows a failed entry reads it again: a waiter that
+    /// read the word just before a hand-off's bump and signs up again just
+    /// after it would otherwise wait on the new number as a top-level
+    /// arrival and miss the turn made for it (for good when that turn is
+    /// `OWED`, which wakes nobody).
+    #[inline]
+    fn admission(&self, word: u32) -> Admission {
+        if self.counted && self.first_admission != Admission::Nested && word != self.waited_on {
+            Admission::HandedOff
+        } else {
+            self.first_admission
+        }
     }
 }
 

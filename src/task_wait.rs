@@ -55,7 +55,6 @@ struct Entries {
 }
 
 impl Entries {
-    #[cfg_attr(loom, allow(dead_code))]
     const fn new() -> Self {
         Entries {
             slots: Vec::new(),
@@ -96,7 +95,7 @@ static TABLE: [CachePadded<Bucket>; BUCKETS] = [const {
 #[cfg(loom)]
 loom::lazy_static! {
     static ref TABLE: [Bucket; BUCKETS] = std::array::from_fn(|_| Bucket {
-        entries: Mutex::new(Entries { slots: Vec::new(), free: Vec::new() }),
+        entries: Mutex::new(Entries::new()),
     });
 }
 

@@ -6,14 +6,23 @@
 //! - [`TwoStateLock::lock_fault`] (SPEC §4), the seed's protocol: returns an
 //!   `Add` guard or an error (`SameMapping`, `OrderingViolation`), with
 //!   `retry_faults` as its cycle-and-retry loop.
+//! - [`TwoStateLock::fault_in_async`] (SPEC §11.3): the total protocol for
+//!   a task, against the held mappings of its `faults_disabled_async`
+//!   scopes; the fault's work is a future, and a cycle's record of what it
+//!   released lives in the fault's future.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
 
-use crate::guard::{ArcGuard, Guard};
+use crate::future::TaskWait;
+use crate::guard::{ArcGuard, AsyncGuard, Guard};
 use crate::lock::TwoStateLock;
 use crate::raw::Class;
 use crate::table::{LockTable, RangeGuard};
-use crate::thread::{self, Holds};
+use crate::thread::{self, Holds, Turn};
 use crate::validate::Site;
 
 /// Why [`TwoStateLock::lock_fault`] did not return a guard.
@@ -378,6 +387,269 @@ impl RangeGuard<'_> {
         step: impl FnMut() -> Result<R, FaultError>,
     ) -> Result<R, FaultError> {
         retry(self.holds(), revalidate, step)
+    }
+}
+
+/// Numbers async faults, to tell a task's faults apart (0: none).
+static NEXT_FAULT: AtomicU64 = AtomicU64::new(1);
+
+/// `fault_in_async` on one lock of this crate, asked for at `site`: the
+/// rows of `fault_in`, with awaits where it blocks.
+pub(crate) async fn fault_in_async<W: Future>(
+    lock: &TwoStateLock,
+    site: Site,
+    f: impl FnOnce() -> W,
+) -> W::Output {
+    if thread::held_mappings(&lock.raw).holds_it == Some(Class::Add) {
+        // A held mapping holds Add on this lock: the fault is admitted.
+        return f().await;
+    }
+    let fault = NEXT_FAULT.fetch_add(1, Relaxed);
+    // Wait for the task's other fault in progress, if any (dropped last:
+    // after the cycle below has re-taken what it released).
+    let turn = FaultTurn {
+        fault,
+        marked: false,
+    }
+    .begin()
+    .await;
+    let held = thread::held_mappings(&lock.raw);
+    if held.holds_it == Some(Class::Add) {
+        drop(turn);
+        return f().await;
+    }
+    let mut cycle = None;
+    let add = if held.holds_it.is_none() && !held.any_at_or_after {
+        // No held mapping, or all in lock order: wait as usual (nested in
+        // a scope), checked by lock validation.
+        lock.lock_async_at(Class::Add, site).await
+    } else if let Some(add) = try_add(lock, held.holds_it) {
+        add
+    } else {
+        // The cycle: release every held mapping at or after this lock; its
+        // record re-takes them, blocking, if this future is dropped first.
+        cycle = Some(Cycle::release(lock));
+        lock.lock_async_at(Class::Add, site).await
+    };
+    // The work runs with the fault's own Add as the innermost held mapping,
+    // which a fault inside it may cycle too (SPEC §8).
+    let value = add.fault_scope(fault, site, f()).await.value;
+    drop(add);
+    if let Some(mut cycle) = cycle {
+        cycle.retake().await;
+    }
+    drop(turn);
+    value
+}
+
+/// `try_lock(Add)` on `lock`, unless a held mapping holds it in `Block`
+/// (which would refuse it anyway).
+fn try_add(lock: &TwoStateLock, holds_it: Option<Class>) -> Option<AsyncGuard<'_>> {
+    (holds_it.is_none() && lock.try_acquire(Class::Add)).then(|| AsyncGuard::new(lock, Class::Add))
+}
+
+/// An async fault's turn among the task's faults (`thread::begin_fault`),
+/// given back when dropped.
+struct FaultTurn {
+    fault: u64,
+    /// It marked some linked scope as having this fault in progress.
+    marked: bool,
+}
+
+impl FaultTurn {
+    /// Waits until the task has no other fault in progress that this one
+    /// is not nested in, then takes the turn.
+    async fn begin(mut self) -> FaultTurn {
+        std::future::poll_fn(|cx| match thread::begin_fault(self.fault, cx.waker()) {
+            Turn::Go(marked) => {
+                self.marked = marked;
+                Poll::Ready(())
+            }
+            Turn::Wait => Poll::Pending,
+        })
+        .await;
+        self
+    }
+}
+
+impl Drop for FaultTurn {
+    fn drop(&mut self) {
+        if self.marked {
+            thread::end_fault(self.fault);
+        }
+    }
+}
+
+/// A cycle's record of the holds it released, in re-take order, and how
+/// many it has re-taken. Dropped before it is done (its future dropped, or
+/// unwinding), it re-takes the rest blocking: the guards must own their
+/// holds whenever user code runs, and there is no async drop.
+struct Cycle {
+    holds: Vec<(usize, usize)>,
+    retaken: usize,
+}
+
+impl Cycle {
+    fn release(lock: &TwoStateLock) -> Cycle {
+        let released = thread::release_from(&lock.raw);
+        Cycle {
+            holds: thread::retake_order(&released),
+            retaken: 0,
+        }
+    }
+
+    /// Re-takes the released holds in address order, awaiting each, judged
+    /// by what the thread holds by then.
+    async fn retake(&mut self) {
+        while let Some(&(scope, position)) = self.holds.get(self.retaken) {
+            Retake {
+                scope,
+                position,
+                wait: None,
+            }
+            .await;
+            thread::retaken(scope, position);
+            self.retaken += 1;
+        }
+    }
+}
+
+impl Drop for Cycle {
+    fn drop(&mut self) {
+        thread::retake_blocking(&self.holds[self.retaken..]);
+    }
+}
+
+/// The wait for one released hold of a scope; the lock is looked up among
+/// the linked scopes at every poll, never kept across one.
+struct Retake {
+    scope: usize,
+    position: usize,
+    wait: Option<TaskWait>,
+}
+
+impl Future for Retake {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        thread::with_released(this.scope, this.position, |lock, class| {
+            let wait = this
+                .wait
+                .get_or_insert_with(|| TaskWait::new(class, thread::admission()));
+            let taken = wait.poll(lock, cx);
+            if taken.is_ready() {
+                this.wait = None;
+            }
+            taken
+        })
+    }
+}
+
+impl Drop for Retake {
+    fn drop(&mut self) {
+        if let Some(wait) = &mut self.wait {
+            thread::with_released(self.scope, self.position, |lock, _| wait.cancel(lock));
+        }
+    }
+}
+
+impl TwoStateLock {
+    /// The async form of [`fault_in`](Self::fault_in) (SPEC §11.3): runs the
+    /// fault's work, the future `f` returns, holding `Add` on this lock, and
+    /// follows the total protocol against the task's held mappings (the
+    /// locks of its active
+    /// [`faults_disabled_async`](crate::AsyncGuard::faults_disabled_async)
+    /// scopes, and of the polling thread's blocking scopes):
+    ///
+    /// | held mappings | what happens |
+    /// | --- | --- |
+    /// | none, or all order before this lock | await `Add`, run the work, release |
+    /// | some order after it, none is it | `try_lock(Add)` and run the work; if that fails, **cycle** |
+    /// | one of them is this lock, held in `Block` | **cycle** |
+    /// | one of them is this lock, held in `Add` | run the work (the fault is admitted) |
+    ///
+    /// The **cycle** releases every held mapping at or after this lock,
+    /// awaits `Add`, runs the work, releases `Add`, re-takes the released
+    /// holds in address order (awaiting each) and marks their scopes
+    /// `locks_dropped`. What it released is recorded in this future, never
+    /// in a thread-local across an await, so the task may move between
+    /// workers meanwhile. It never fails, and `f` is called once, holding
+    /// `Add`. A fault inside the work follows the protocol too (the fault's
+    /// own `Add` is a held mapping while the work runs).
+    ///
+    /// **One fault at a time per task.** Faults polled in the same scopes
+    /// (`join!` or `select!` branches) take turns, as one kernel task takes
+    /// one fault at a time: so cycles end in the reverse order they began
+    /// and every re-take is in address order. A fault inside another's
+    /// work is nested in it and goes on.
+    ///
+    /// **Cancelling.** Dropped while its cycle has holds released, the
+    /// future re-takes them before the drop returns, *blocking* the thread
+    /// (there is no async drop, and the guards must own their holds when
+    /// user code runs again). The wait is for the `Add` holders that got
+    /// in meanwhile; on a current-thread runtime, where one of them may be
+    /// a task that needs this thread, do not cancel a fault mid-cycle.
+    ///
+    /// # Panics
+    ///
+    /// As [`lock_async`](Self::lock_async). The process aborts if the
+    /// future is polled or dropped outside the scope whose holds it
+    /// released, or outlives it (its guard could not be made whole).
+    ///
+    /// ```
+    /// use two_state_lock::{Class, TwoStateLock};
+    /// let file = TwoStateLock::new();
+    /// futures::executor::block_on(async {
+    ///     // A direct write of 4 pages to `file` from a buffer mapped from `file`.
+    ///     let dio = file.lock_async(Class::Block).await;
+    ///     let pinned = dio
+    ///         .faults_disabled_async(async {
+    ///             let mut pages = 0;
+    ///             for _ in 0..4 {
+    ///                 pages += file.fault_in_async(|| async { 1 }).await;
+    ///             }
+    ///             pages
+    ///         })
+    ///         .await;
+    ///     assert_eq!(pinned.value, 4);
+    ///     assert!(pinned.locks_dropped); // re-invalidate, then issue the write
+    ///     assert_eq!(file.state().class, Class::Block);
+    /// });
+    /// ```
+    #[cfg_attr(validate, track_caller)]
+    pub fn fault_in_async<W: Future>(
+        &self,
+        f: impl FnOnce() -> W,
+    ) -> impl Future<Output = W::Output> {
+        fault_in_async(self, Site::caller(), f)
+    }
+}
+
+impl LockTable {
+    /// [`TwoStateLock::fault_in_async`] on the lock that `(object, stripe)`
+    /// maps to.
+    ///
+    /// ```
+    /// use two_state_lock::{Class, LockTable};
+    /// let table = LockTable::new(64);
+    /// futures::executor::block_on(async {
+    ///     // A direct write to file 1 from a buffer mapped from file 2.
+    ///     let dio = table.lock_range_async(1, 0..2, Class::Block).await;
+    ///     let pinned = dio
+    ///         .faults_disabled_async(table.fault_in_async(2, 0, || async { "pinned" }))
+    ///         .await;
+    ///     assert_eq!(pinned.value, "pinned");
+    /// });
+    /// ```
+    #[cfg_attr(validate, track_caller)]
+    pub fn fault_in_async<W: Future>(
+        &self,
+        object: u64,
+        stripe: u64,
+        f: impl FnOnce() -> W,
+    ) -> impl Future<Output = W::Output> {
+        fault_in_async(self.lock_for(object, stripe), Site::caller(), f)
     }
 }
 

@@ -19,25 +19,48 @@ use crate::lockset::LockSet;
 use crate::raw::{Admission, Class, RawLock, SignUp, Waiter};
 use crate::table::{AsyncRangeGuard, LockTable};
 use crate::task_wait::{self, Parking};
+use crate::thread;
+use crate::validate::{self, Site};
 
 /// One task's wait for one hold of one lock, kept in its future between
 /// polls. The lock is passed in on every call (a future owning an `Arc`
 /// cannot also borrow it).
 #[derive(Debug)]
-struct TaskWait {
+pub(crate) struct TaskWait {
     waiter: Waiter,
     /// The hold was taken (and handed to a guard).
     done: bool,
+    /// Judge the admission by the polling thread's holds (those of the
+    /// task's linked scopes among them) at the first poll, when the fast
+    /// path fails, as a blocking acquisition does.
+    judge: bool,
     parking: Parking,
 }
 
 impl TaskWait {
-    fn new(class: Class, admission: Admission) -> Self {
+    /// A wait with a fixed admission.
+    pub(crate) fn new(class: Class, admission: Admission) -> Self {
         TaskWait {
             waiter: Waiter::new(class, admission),
             done: false,
+            judge: false,
             parking: Parking::default(),
         }
+    }
+
+    /// A wait judged top-level or nested at its first poll, by what the
+    /// polling thread holds then: nested inside a task's
+    /// `faults_disabled_async` scope (SPEC §11.2.5).
+    pub(crate) fn judged(class: Class) -> Self {
+        TaskWait {
+            judge: true,
+            ..TaskWait::new(class, Admission::TopLevel)
+        }
+    }
+
+    /// Not polled yet.
+    fn is_unpolled(&self) -> bool {
+        !self.done && !self.waiter.is_counted()
     }
 
     /// Ready with the class once the hold of `lock` is taken, which the
@@ -54,17 +77,21 @@ impl TaskWait {
     }
 
     /// Ready once the hold of `lock` is taken.
-    fn poll(&mut self, lock: &RawLock, cx: &Context<'_>) -> Poll<()> {
+    pub(crate) fn poll(&mut self, lock: &RawLock, cx: &Context<'_>) -> Poll<()> {
         let class = self.waiter.class();
         if !self.waiter.is_counted() {
             // Not signed up yet (the first poll): the uncontended
             // acquisition, as a blocking one makes it.
             match lock.try_lock_fast(class) {
                 Ok(()) => return Poll::Ready(()),
-                Err(state) if lock.try_lock_from(state, class, self.waiter.first_admission()) => {
-                    return Poll::Ready(());
+                Err(state) => {
+                    if std::mem::take(&mut self.judge) {
+                        self.waiter = Waiter::new(class, thread::admission());
+                    }
+                    if lock.try_lock_from(state, class, self.waiter.first_admission()) {
+                        return Poll::Ready(());
+                    }
                 }
-                Err(_) => {}
             }
         } else if lock.woken(&mut self.waiter) {
             // Parked, and polled again.
@@ -98,7 +125,7 @@ impl TaskWait {
     /// The wait ends without the hold (its future is dropped): gives the
     /// parking entry back and leaves the lock as an unwinding thread does.
     /// Does nothing after the hold was taken.
-    fn cancel(&mut self, lock: &RawLock) {
+    pub(crate) fn cancel(&mut self, lock: &RawLock) {
         task_wait::leave(lock.wake_word(self.waiter.class()), &mut self.parking);
         lock.leave(&mut self.waiter);
     }
@@ -133,13 +160,24 @@ fn polled_after_completion() -> ! {
 pub struct LockFuture<'a> {
     lock: &'a TwoStateLock,
     wait: TaskWait,
+    /// Where it was asked for, and whether lock validation counts it in the
+    /// lock order (`lock_async` does, `lock_nested_async` does not).
+    site: Site,
+    order: bool,
 }
 
 impl<'a> LockFuture<'a> {
-    pub(crate) fn new(lock: &'a TwoStateLock, class: Class, admission: Admission) -> Self {
+    /// `nested`: a nested acquisition (else judged at the first poll).
+    pub(crate) fn new(lock: &'a TwoStateLock, class: Class, nested: bool, site: Site) -> Self {
         LockFuture {
             lock,
-            wait: TaskWait::new(class, admission),
+            wait: if nested {
+                TaskWait::new(class, Admission::Nested)
+            } else {
+                TaskWait::judged(class)
+            },
+            site,
+            order: !nested,
         }
     }
 }
@@ -154,6 +192,15 @@ impl<'a> Future for LockFuture<'a> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<AsyncGuard<'a>> {
         let this = self.get_mut();
         let lock = this.lock;
+        if this.wait.is_unpolled() {
+            // Sees the holds of the task's linked scopes (SPEC §11.2.6).
+            validate::before_blocking(
+                LockSet::one(&lock.raw),
+                this.wait.waiter.class(),
+                this.site,
+                this.order,
+            );
+        }
         this.wait
             .poll_hold(&lock.raw, cx)
             .map(|class| AsyncGuard::new(lock, class))
@@ -197,13 +244,15 @@ impl fmt::Debug for LockFuture<'_> {
 pub struct ArcLockFuture {
     lock: Arc<TwoStateLock>,
     wait: TaskWait,
+    site: Site,
 }
 
 impl ArcLockFuture {
-    pub(crate) fn new(lock: Arc<TwoStateLock>, class: Class) -> Self {
+    pub(crate) fn new(lock: Arc<TwoStateLock>, class: Class, site: Site) -> Self {
         ArcLockFuture {
             lock,
-            wait: TaskWait::new(class, Admission::TopLevel),
+            wait: TaskWait::judged(class),
+            site,
         }
     }
 }
@@ -217,6 +266,10 @@ impl Future for ArcLockFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ArcGuard> {
         let this = self.get_mut();
         let lock = &this.lock;
+        if this.wait.is_unpolled() {
+            let class = this.wait.waiter.class();
+            validate::before_blocking(LockSet::one(&lock.raw), class, this.site, true);
+        }
         this.wait
             .poll_hold(&lock.raw, cx)
             .map(|class| ArcGuard::new(Arc::clone(lock), class))
@@ -271,18 +324,26 @@ pub struct RangeLockFuture<'a> {
     /// The wait for lock `taken`.
     wait: TaskWait,
     done: bool,
+    site: Site,
 }
 
 impl<'a> RangeLockFuture<'a> {
-    pub(crate) fn new(table: &'a LockTable, first: u32, len: u32, class: Class) -> Self {
+    pub(crate) fn new(
+        table: &'a LockTable,
+        first: u32,
+        len: u32,
+        class: Class,
+        site: Site,
+    ) -> Self {
         RangeLockFuture {
             table,
             first,
             len,
             class,
             taken: 0,
-            wait: TaskWait::new(class, Admission::TopLevel),
+            wait: TaskWait::judged(class),
             done: false,
+            site,
         }
     }
 
@@ -303,6 +364,9 @@ impl<'a> Future for RangeLockFuture<'a> {
             polled_after_completion();
         }
         let set = this.set();
+        if this.taken == 0 && this.wait.is_unpolled() {
+            validate::before_blocking(set, this.class, this.site, true);
+        }
         while this.taken < this.len {
             if this
                 .wait
@@ -364,6 +428,7 @@ impl fmt::Debug for RangeLockFuture<'_> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::task::Waker;
 
     /// The tests here park tasks in the global table, which the first one
@@ -381,9 +446,11 @@ mod tests {
         let _serial = SERIAL
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let lock = TwoStateLock::new();
+        let lock = Arc::new(TwoStateLock::new());
         let before = task_wait::entries_in_use();
-        let held = lock.lock(Class::Block);
+        // An ArcGuard: not this thread's hold, so lock validation does not
+        // take the polls below for a self-deadlock of this thread.
+        let held = lock.lock_arc(Class::Block);
         let mut entering = lock.lock_async(Class::Add);
         let mut dropped = lock.lock_async(Class::Add);
         assert!(poll_once(&mut entering).is_pending());
@@ -409,7 +476,6 @@ mod tests {
         let _serial = SERIAL
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
         use std::task::Wake;
         struct Panics;
@@ -424,8 +490,8 @@ mod tests {
                 self.0.fetch_add(1, SeqCst);
             }
         }
-        let lock = TwoStateLock::new();
-        let held = lock.lock(Class::Block);
+        let lock = Arc::new(TwoStateLock::new());
+        let held = lock.lock_arc(Class::Block);
         let (panics, counts) = (
             Waker::from(Arc::new(Panics)),
             Arc::new(Counts(AtomicUsize::new(0))),

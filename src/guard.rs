@@ -2,15 +2,15 @@
 //! releases that hold, also during unwinding (there is no poisoning: both
 //! classes are shared, so no holder can leave half-written data behind).
 
-use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use crate::lock::TwoStateLock;
 use crate::lockset::LockSet;
 use crate::raw::Class;
-use crate::thread::{self, Holds, Scoped};
+use crate::thread::{self, Holds, Kind, Scoped};
 use crate::validate::{self, Record, Site};
 
 /// A hold of one class on a [`TwoStateLock`], released when dropped.
@@ -101,7 +101,7 @@ impl<'a> Guard<'a> {
         Holds {
             locks: LockSet::one(&self.lock.raw),
             class: self.class,
-            counted_by_guard: true,
+            kind: Kind::Guard,
             owner: self as *const Self as *const (),
             record: self.record,
         }
@@ -148,17 +148,13 @@ impl fmt::Debug for Guard<'_> {
 
 /// A hold of one class on an `Arc<TwoStateLock>`, released when dropped,
 /// on any thread. For asynchronous I/O: take it at submission, drop it at
-/// completion.
+/// completion; in a task, [`lock_arc_async`](TwoStateLock::lock_arc_async).
 ///
-/// `Send` but `!Sync`: only the thread that has it may run
-/// [`faults_disabled`](Self::faults_disabled), which can release and re-take
-/// the hold. The hold does not count as this thread's for nesting; see
-/// [`TwoStateLock::lock_nested`].
-///
-/// ```compile_fail
-/// fn assert_sync<T: Sync>() {}
-/// assert_sync::<two_state_lock::ArcGuard>();
-/// ```
+/// `Send` and `Sync`. The hold does not count as any thread's for nesting
+/// (see [`TwoStateLock::lock_nested`]) except inside its scopes
+/// ([`faults_disabled`](Self::faults_disabled),
+/// [`faults_disabled_async`](Self::faults_disabled_async)), of which it
+/// has one at a time: a scope can release and re-take the hold.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -173,7 +169,8 @@ impl fmt::Debug for Guard<'_> {
 pub struct ArcGuard {
     lock: Arc<TwoStateLock>,
     class: Class,
-    _not_sync: PhantomData<Cell<()>>,
+    /// A scope of this guard is active (there may be one at a time).
+    scoped: AtomicBool,
 }
 
 impl ArcGuard {
@@ -182,7 +179,7 @@ impl ArcGuard {
         ArcGuard {
             lock,
             class,
-            _not_sync: PhantomData,
+            scoped: AtomicBool::new(false),
         }
     }
 
@@ -220,7 +217,7 @@ impl ArcGuard {
     ///
     /// # Panics
     ///
-    /// When this guard already has an active scope on this thread.
+    /// When this guard already has an active scope, on any thread.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -231,6 +228,7 @@ impl ArcGuard {
     /// assert_eq!((r.value, r.locks_dropped), (7, true));
     /// ```
     pub fn faults_disabled<R>(&self, f: impl FnOnce() -> R) -> Scoped<R> {
+        let _claim = ScopeClaim::take(&self.scoped);
         thread::with_scope(self.holds(), f)
     }
 
@@ -240,10 +238,20 @@ impl ArcGuard {
         Holds {
             locks: LockSet::one(&self.lock.raw),
             class: self.class,
-            counted_by_guard: false,
+            kind: Kind::Arc,
             owner: self as *const Self as *const (),
             record: Record::NONE,
         }
+    }
+
+    /// The holds a task scope of this guard makes held mappings, and the
+    /// flag that says one is active.
+    pub(crate) fn task_scope_parts(&self, site: Site) -> (Holds<'_>, &AtomicBool) {
+        let holds = Holds {
+            kind: Kind::Task(site),
+            ..self.holds()
+        };
+        (holds, &self.scoped)
     }
 }
 
@@ -275,9 +283,11 @@ impl fmt::Debug for ArcGuard {
 /// released when dropped, on whichever thread the task runs then.
 ///
 /// `Send` and `Sync`: the hold is the task's, not a thread's, so it does
-/// not count in any thread's state (it does not make later acquisitions
-/// nested). Hold it across `.await`s freely: waiting tasks park, never
-/// block their worker.
+/// not count in any thread's state, except inside its
+/// [`faults_disabled_async`](Self::faults_disabled_async) scope, where it
+/// is a held mapping of the task and makes the task's acquisitions nested.
+/// Hold it across `.await`s freely: waiting tasks park, never block their
+/// worker.
 ///
 /// ```
 /// use two_state_lock::{Class, TwoStateLock};
@@ -294,12 +304,31 @@ impl fmt::Debug for ArcGuard {
 pub struct AsyncGuard<'a> {
     lock: &'a TwoStateLock,
     class: Class,
+    /// A scope of this guard is active (there may be one at a time).
+    scoped: AtomicBool,
 }
 
 impl<'a> AsyncGuard<'a> {
     #[inline]
     pub(crate) fn new(lock: &'a TwoStateLock, class: Class) -> Self {
-        AsyncGuard { lock, class }
+        AsyncGuard {
+            lock,
+            class,
+            scoped: AtomicBool::new(false),
+        }
+    }
+
+    /// The holds a task scope of this guard makes held mappings, and the
+    /// flag that says one is active.
+    pub(crate) fn task_scope_parts(&self, site: Site) -> (Holds<'a>, &AtomicBool) {
+        let holds = Holds {
+            locks: LockSet::one(&self.lock.raw),
+            class: self.class,
+            kind: Kind::Task(site),
+            owner: self as *const Self as *const (),
+            record: Record::NONE,
+        };
+        (holds, &self.scoped)
     }
 
     /// The class of this hold.
@@ -350,5 +379,28 @@ impl fmt::Debug for AsyncGuard<'_> {
             .field("class", &self.class)
             .field("lock", self.lock)
             .finish()
+    }
+}
+
+/// The claim of a guard's one active scope, given back when dropped.
+pub(crate) struct ScopeClaim<'g>(&'g AtomicBool);
+
+impl<'g> ScopeClaim<'g> {
+    /// Claims `flag`'s scope.
+    ///
+    /// Panics if the guard already has an active scope: one hold cannot be
+    /// cycled twice. (Relaxed: the flag only refuses a second scope; the
+    /// guard's borrow orders its scopes.)
+    pub(crate) fn take(flag: &'g AtomicBool) -> Self {
+        if flag.swap(true, Relaxed) {
+            panic!("two-state-lock: faults_disabled on a guard whose scope is already active");
+        }
+        ScopeClaim(flag)
+    }
+}
+
+impl Drop for ScopeClaim<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Relaxed);
     }
 }

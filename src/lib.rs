@@ -85,6 +85,7 @@ mod lockset;
 mod raw;
 mod sync;
 mod table;
+mod task_scope;
 mod task_wait;
 mod thread;
 mod validate;
@@ -95,6 +96,7 @@ pub use guard::{ArcGuard, AsyncGuard, Guard};
 pub use lock::TwoStateLock;
 pub use raw::{Class, LockState, MAX_HOLDERS, MAX_WAITERS};
 pub use table::{AsyncRangeGuard, LockTable, RangeGuard};
+pub use task_scope::FaultsDisabled;
 pub use thread::Scoped;
 
 // The examples in the README and in docs/ run as doctests.

@@ -266,9 +266,14 @@ impl TwoStateLock {
     /// top-level arrivals of the other as a waiting thread does, and a
     /// hand-off admits the class's threads and tasks together.
     ///
-    /// The acquisition is top-level (it queues behind waiters of the other
-    /// class). A task that already holds a lock of this crate, or anything
-    /// a waiter here may wait for, takes [`lock_nested_async`](Self::lock_nested_async).
+    /// The acquisition is judged as a blocking one is, by what the polling
+    /// thread holds at the first poll: inside a task's
+    /// [`faults_disabled_async`](crate::AsyncGuard::faults_disabled_async)
+    /// scope the scope's holds are the task's, so it is nested and never
+    /// queues behind a waiter; elsewhere it is top-level (it queues behind
+    /// waiters of the other class). A task that holds a guard outside any
+    /// scope, or anything a waiter here may wait for, takes
+    /// [`lock_nested_async`](Self::lock_nested_async).
     ///
     /// Cancel-safe: dropping the future at any point leaves the lock as if
     /// it had never asked, save that a hand-off it was part of goes on to
@@ -276,7 +281,9 @@ impl TwoStateLock {
     /// acquisition. A future that was woken by a hand-off and is then
     /// neither polled nor dropped keeps its class's turn open, as in every
     /// async lock: the other class waits until it is polled or dropped.
-    /// Lock validation does not see async acquisitions.
+    /// Lock validation sees it as a blocking acquisition against the holds
+    /// of the task's linked scopes (and of the polling thread); holds
+    /// outside a scope it cannot see.
     ///
     /// # Panics
     ///
@@ -294,8 +301,15 @@ impl TwoStateLock {
     /// });
     /// ```
     #[inline]
+    #[cfg_attr(validate, track_caller)]
     pub fn lock_async(&self, class: Class) -> LockFuture<'_> {
-        LockFuture::new(self, class, Admission::TopLevel)
+        LockFuture::new(self, class, false, Site::caller())
+    }
+
+    /// [`lock_async`](Self::lock_async) on behalf of the caller at `site`.
+    #[inline]
+    pub(crate) fn lock_async_at(&self, class: Class, site: Site) -> LockFuture<'_> {
+        LockFuture::new(self, class, false, site)
     }
 
     /// As [`lock_async`](Self::lock_async), as a nested acquisition: it
@@ -315,8 +329,9 @@ impl TwoStateLock {
     /// });
     /// ```
     #[inline]
+    #[cfg_attr(validate, track_caller)]
     pub fn lock_nested_async(&self, class: Class) -> LockFuture<'_> {
-        LockFuture::new(self, class, Admission::Nested)
+        LockFuture::new(self, class, true, Site::caller())
     }
 
     /// As [`lock_async`](Self::lock_async), resolving to an [`ArcGuard`]:
@@ -331,8 +346,9 @@ impl TwoStateLock {
     /// assert_eq!(guard.class(), Class::Block);
     /// ```
     #[inline]
+    #[cfg_attr(validate, track_caller)]
     pub fn lock_arc_async(self: &Arc<Self>, class: Class) -> ArcLockFuture {
-        ArcLockFuture::new(Arc::clone(self), class)
+        ArcLockFuture::new(Arc::clone(self), class, Site::caller())
     }
 
     /// Takes one hold of `class`, judged top-level or nested by this thread's

@@ -5,13 +5,14 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::future::RangeLockFuture;
 use crate::lock::{TwoStateLock, raw_locks};
 use crate::lockset::LockSet;
 use crate::raw::{Class, LockState};
-use crate::thread::{self, Holds, Scoped};
+use crate::thread::{self, Holds, Kind, Scoped};
 use crate::validate::{self, Record, Site};
 
 /// A fixed-size table of [`TwoStateLock`]s for locking ranges of *stripes*
@@ -308,7 +309,9 @@ impl LockTable {
     ///
     /// Cancel-safe: dropped half-way, the future releases what it took and
     /// leaves the lock it waits for as if it had never asked (see
-    /// [`LockFuture`](crate::LockFuture)). Not seen by lock validation.
+    /// [`LockFuture`](crate::LockFuture)). Inside a task's
+    /// `faults_disabled_async` scope the first lock is nested too, and lock
+    /// validation sees the acquisition against the scope's holds.
     ///
     /// # Panics
     ///
@@ -325,6 +328,7 @@ impl LockTable {
     ///     drop(dio);
     /// });
     /// ```
+    #[cfg_attr(validate, track_caller)]
     pub fn lock_range_async(
         &self,
         object: u64,
@@ -332,7 +336,7 @@ impl LockTable {
         class: Class,
     ) -> RangeLockFuture<'_> {
         let (first, len) = self.span(object, &stripes);
-        RangeLockFuture::new(self, first, len, class)
+        RangeLockFuture::new(self, first, len, class, Site::caller())
     }
 
     /// The lock `(object, stripe)` maps to.
@@ -600,7 +604,7 @@ impl<'a> RangeGuard<'a> {
         Holds {
             locks: self.lock_set(),
             class: self.class,
-            counted_by_guard: true,
+            kind: Kind::Guard,
             owner: self as *const Self as *const (),
             record: self.record,
         }
@@ -649,7 +653,9 @@ impl fmt::Debug for RangeGuard<'_> {
 /// thread the task runs then.
 ///
 /// `Send` and `Sync`: the holds are the task's, not a thread's (they do not
-/// make any thread's later acquisitions nested).
+/// make any thread's later acquisitions nested), except inside its
+/// [`faults_disabled_async`](Self::faults_disabled_async) scope, where they
+/// are held mappings of the task.
 ///
 /// ```
 /// use two_state_lock::{Class, LockTable};
@@ -663,6 +669,8 @@ pub struct AsyncRangeGuard<'a> {
     first: u32,
     len: u32,
     class: Class,
+    /// A scope of this guard is active (there may be one at a time).
+    scoped: AtomicBool,
 }
 
 impl<'a> AsyncRangeGuard<'a> {
@@ -672,7 +680,21 @@ impl<'a> AsyncRangeGuard<'a> {
             first,
             len,
             class,
+            scoped: AtomicBool::new(false),
         }
+    }
+
+    /// The holds a task scope of this guard makes held mappings, and the
+    /// flag that says one is active.
+    pub(crate) fn task_scope_parts(&self, site: Site) -> (Holds<'a>, &AtomicBool) {
+        let holds = Holds {
+            locks: self.table.lock_set(self.first, self.len),
+            class: self.class,
+            kind: Kind::Task(site),
+            owner: self as *const Self as *const (),
+            record: Record::NONE,
+        };
+        (holds, &self.scoped)
     }
 
     /// The class of the holds.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Holder, Shadow, wait_until, watchdog, watchdog_dump};
+use common::{Holder, Shadow, multi_thread_runtime, wait_until, watchdog, watchdog_dump};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -52,14 +52,6 @@ async fn yield_once() {
         }
     })
     .await
-}
-
-fn multi_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -1462,3 +1462,119 @@ fn a_range_future_dropped_mid_range_against_a_release() {
         drop(table.lock_range(0, 0..2, Class::Add));
     });
 }
+
+/// SPEC §8's D1/D2, in tasks: D1 holds `Block` on X and Y (X < Y) in two
+/// nested scopes and faults on X; D2 holds `Block` on X in a scope and
+/// faults, in order, on Y. D1's cycle must release every held mapping at
+/// or after X (Y too): releasing only X, D1 would wait for D2's X while
+/// holding Y, which D2 waits for. Loom's `block_on` reports the deadlock.
+#[test]
+fn async_crossing_faults_release_every_held_mapping_at_or_after_the_fault() {
+    model_with_bound(3, || {
+        let [x, y] = ordered::<2>();
+        let (x1, y1) = (x.clone(), y.clone());
+        let d1 = thread::spawn(move || {
+            loom::future::block_on(async {
+                let gx = x1.lock_async(Class::Block).await;
+                let gy = y1.lock_async(Class::Block).await;
+                let r = gx
+                    .faults_disabled_async(gy.faults_disabled_async(x1.fault_in_async(|| async {})))
+                    .await;
+                assert!(r.locks_dropped, "the fault on a held mapping cycles it");
+            });
+        });
+        loom::future::block_on(async {
+            let gx = x.lock_async(Class::Block).await;
+            let _ = gx
+                .faults_disabled_async(y.fault_in_async(|| async {}))
+                .await;
+        });
+        d1.join().unwrap();
+        assert_idle(&x);
+        assert_idle(&y);
+    });
+}
+
+/// A task faults on the lock its scope holds in `Block` (the same-mapping
+/// row: the cycle releases it, awaits `Add`, re-takes `Block`) while a
+/// `Block` task and an `Add` thread use the lock: all complete, the classes
+/// never overlap, and the scope's hold is back when the fault returns.
+#[test]
+fn an_async_same_lock_fault_races_a_block_task_and_an_add_thread() {
+    model_with_bound(3, || {
+        let lock = Arc::new(TwoStateLock::new());
+        let shadow = Arc::new(Shadow::default());
+        let (l, s) = (lock.clone(), shadow.clone());
+        let faulting = thread::spawn(move || {
+            loom::future::block_on(async {
+                let dio = l.lock_async(Class::Block).await;
+                let r = dio
+                    .faults_disabled_async(async {
+                        l.fault_in_async(|| async {
+                            s.enter(Class::Add);
+                            s.leave(Class::Add);
+                        })
+                        .await;
+                        // Re-taken before the fault returned.
+                        assert_eq!(l.state().class, Class::Block);
+                        assert!(l.state().holders >= 1);
+                    })
+                    .await;
+                assert!(r.locks_dropped);
+            });
+        });
+        let (l, s) = (lock.clone(), shadow.clone());
+        let block_task = thread::spawn(move || {
+            loom::future::block_on(async {
+                let g = l.lock_async(Class::Block).await;
+                s.enter(Class::Block);
+                s.leave(Class::Block);
+                drop(g);
+            });
+        });
+        shadow.critical(&lock, Class::Add);
+        faulting.join().unwrap();
+        block_task.join().unwrap();
+        assert_idle(&lock);
+    });
+}
+
+/// A scope whose fault cycles is polled once on one thread (where it may
+/// wait for `Add` with its hold released) and finished on another: the
+/// cycle's record lives in the future, so the second thread re-takes the
+/// hold; a thread of `Block` and a release race it.
+#[test]
+fn a_scope_polled_on_two_threads_in_turn_re_takes_its_hold() {
+    model_with_bound(3, || {
+        let lock = Arc::new(TwoStateLock::new());
+        let other = lock.lock_arc(Class::Block);
+        let l = lock.clone();
+        let first = thread::spawn(move || {
+            let dio = l.lock_arc(Class::Block);
+            let l2 = l.clone();
+            let mut scope = Box::pin(async move {
+                let r = dio
+                    .faults_disabled_async(l2.fault_in_async(|| async {}))
+                    .await;
+                assert!(r.locks_dropped);
+                assert_eq!(l2.state().class, Class::Block);
+                drop(dio);
+            });
+            let (_, waker) = counting_waker();
+            match scope
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+            {
+                std::task::Poll::Ready(()) => None,
+                std::task::Poll::Pending => Some(scope),
+            }
+        });
+        let release = thread::spawn(move || drop(other));
+        if let Some(scope) = first.join().unwrap() {
+            let second = thread::spawn(move || loom::future::block_on(scope));
+            second.join().unwrap();
+        }
+        release.join().unwrap();
+        assert_idle(&lock);
+    });
+}

@@ -121,3 +121,13 @@ impl Holder {
         self.handle.join().unwrap();
     }
 }
+
+/// A tokio runtime with 2 worker threads (this machine's cores) and timers.
+#[cfg(not(loom))]
+pub fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}

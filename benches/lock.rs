@@ -142,7 +142,34 @@ fn async_uncontended<S: AsyncSubject>(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a task scope costs (SPEC §11.3): an async acquisition ready at its
+/// first poll inside a `faults_disabled_async` scope (the scope linked in
+/// and out around the poll, the acquisition judged nested) against the same
+/// acquisition unscoped; and an uncontended fault, blocking against async.
+fn task_scope(c: &mut Criterion) {
+    let mut g = c.benchmark_group("uncontended async, in a task scope");
+    let (file, other) = (TwoStateLock::new(), TwoStateLock::new());
+    let dio = ready(file.lock_async(Class::Block));
+    g.bench_function("lock_async, unscoped", |b| {
+        b.iter(|| drop(ready(black_box(&other).lock_async(Class::Add))))
+    });
+    g.bench_function("lock_async, in a scope", |b| {
+        b.iter(|| {
+            let scoped = dio.faults_disabled_async(black_box(&other).lock_async(Class::Add));
+            drop(ready(scoped).value)
+        })
+    });
+    g.bench_function("fault_in, no held mapping (blocking)", |b| {
+        b.iter(|| black_box(&other).fault_in(|| black_box(1)))
+    });
+    g.bench_function("fault_in_async, no held mapping", |b| {
+        b.iter(|| ready(black_box(&other).fault_in_async(|| async { black_box(1) })))
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    task_scope(c);
     async_uncontended::<TwoStateLock>(c);
     async_uncontended::<TokioRwLock>(c);
     async_uncontended::<AsyncLockRwLock>(c);

@@ -14,7 +14,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use crate::future::TaskWait;
@@ -390,9 +389,6 @@ impl RangeGuard<'_> {
     }
 }
 
-/// Numbers async faults, to tell a task's faults apart (0: none).
-static NEXT_FAULT: AtomicU64 = AtomicU64::new(1);
-
 /// `fault_in_async` on one lock of this crate, asked for at `site`: the
 /// rows of `fault_in`, with awaits where it blocks.
 pub(crate) async fn fault_in_async<W: Future>(
@@ -400,11 +396,17 @@ pub(crate) async fn fault_in_async<W: Future>(
     site: Site,
     f: impl FnOnce() -> W,
 ) -> W::Output {
-    if thread::held_mappings(&lock.raw).holds_it == Some(Class::Add) {
+    let held = thread::held_mappings(&lock.raw);
+    if held.holds_it == Some(Class::Add) {
         // A held mapping holds Add on this lock: the fault is admitted.
         return f().await;
     }
-    let fault = NEXT_FAULT.fetch_add(1, Relaxed);
+    if !held.scoped {
+        // No held mapping: Add as usual, no turn to take.
+        let add = lock.lock_async_at(Class::Add, site).await;
+        return add.fault_scope(0, site, f()).await.value;
+    }
+    let fault = thread::new_fault();
     // Wait for the task's other fault in progress, if any (dropped last:
     // after the cycle below has re-taken what it released).
     let turn = FaultTurn {
@@ -420,8 +422,8 @@ pub(crate) async fn fault_in_async<W: Future>(
     }
     let mut cycle = None;
     let add = if held.holds_it.is_none() && !held.any_at_or_after {
-        // No held mapping, or all in lock order: wait as usual (nested in
-        // a scope), checked by lock validation.
+        // All held mappings order before this lock: wait as usual (nested),
+        // checked by lock validation.
         lock.lock_async_at(Class::Add, site).await
     } else if let Some(add) = try_add(lock, held.holds_it) {
         add

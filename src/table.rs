@@ -5,7 +5,6 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::future::RangeLockFuture;
@@ -669,8 +668,6 @@ pub struct AsyncRangeGuard<'a> {
     first: u32,
     len: u32,
     class: Class,
-    /// A scope of this guard is active (there may be one at a time).
-    scoped: AtomicBool,
 }
 
 impl<'a> AsyncRangeGuard<'a> {
@@ -680,21 +677,18 @@ impl<'a> AsyncRangeGuard<'a> {
             first,
             len,
             class,
-            scoped: AtomicBool::new(false),
         }
     }
 
-    /// The holds a task scope of this guard makes held mappings, and the
-    /// flag that says one is active.
-    pub(crate) fn task_scope_parts(&self, site: Site) -> (Holds<'a>, &AtomicBool) {
-        let holds = Holds {
+    /// The holds a task scope of this guard makes held mappings.
+    pub(crate) fn task_holds(&self, site: Site) -> Holds<'a> {
+        Holds {
             locks: self.table.lock_set(self.first, self.len),
             class: self.class,
             kind: Kind::Task(site),
             owner: self as *const Self as *const (),
             record: Record::NONE,
-        };
-        (holds, &self.scoped)
+        }
     }
 
     /// The class of the holds.

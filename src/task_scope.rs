@@ -50,7 +50,7 @@ use crate::validate::Site;
 pub struct FaultsDisabled<'g, F: Future> {
     scope: Scope<'g>,
     /// The guard's one active scope, given back when the scope ends.
-    claim: Option<ScopeClaim<'g>>,
+    claim: Option<ScopeClaim>,
     /// Dropped in place, with the scope linked in, when it completes or when
     /// this future is dropped.
     inner: ManuallyDrop<F>,
@@ -68,19 +68,22 @@ pub struct FaultsDisabled<'g, F: Future> {
 unsafe impl<F: Future + Send> Send for FaultsDisabled<'_, F> {}
 
 impl<'g, F: Future> FaultsDisabled<'g, F> {
-    /// A scope of `holds` over `inner`, claiming the guard's `flag`;
-    /// `fault`: the async fault whose own hold this is (0: none).
+    /// A scope of `holds` over `inner`, claiming the scope of their guard.
     ///
     /// Panics if the guard already has an active scope.
-    pub(crate) fn new(
-        (holds, flag): (Holds<'g>, &'g std::sync::atomic::AtomicBool),
-        fault: u64,
-        inner: F,
-    ) -> Self {
-        let claim = ScopeClaim::take(flag);
+    pub(crate) fn new(holds: Holds<'g>, inner: F) -> Self {
+        let claim = ScopeClaim::take(holds.owner);
+        let mut scope = FaultsDisabled::of_fault(holds, 0, inner);
+        scope.claim = Some(claim);
+        scope
+    }
+
+    /// The scope of the async fault `fault`'s own `Add` hold, `holds`: no
+    /// claim (the guard is the fault's own, no other scope can have it).
+    pub(crate) fn of_fault(holds: Holds<'g>, fault: u64, inner: F) -> Self {
         FaultsDisabled {
             scope: Scope::new(holds, fault),
-            claim: Some(claim),
+            claim: None,
             inner: ManuallyDrop::new(inner),
             done: false,
             _pinned: PhantomPinned,
@@ -194,7 +197,7 @@ impl<'a> AsyncGuard<'a> {
     /// ```
     #[cfg_attr(validate, track_caller)]
     pub fn faults_disabled_async<F: Future>(&self, f: F) -> FaultsDisabled<'_, F> {
-        FaultsDisabled::new(self.task_scope_parts(Site::caller()), 0, f)
+        FaultsDisabled::new(self.task_holds(Site::caller()), f)
     }
 
     /// The scope of an async fault's own `Add` hold, `fault`.
@@ -204,7 +207,7 @@ impl<'a> AsyncGuard<'a> {
         site: Site,
         f: F,
     ) -> FaultsDisabled<'_, F> {
-        FaultsDisabled::new(self.task_scope_parts(site), fault, f)
+        FaultsDisabled::of_fault(self.task_holds(site), fault, f)
     }
 }
 
@@ -227,7 +230,7 @@ impl ArcGuard {
     /// ```
     #[cfg_attr(validate, track_caller)]
     pub fn faults_disabled_async<F: Future>(&self, f: F) -> FaultsDisabled<'_, F> {
-        FaultsDisabled::new(self.task_scope_parts(Site::caller()), 0, f)
+        FaultsDisabled::new(self.task_holds(Site::caller()), f)
     }
 }
 
@@ -253,6 +256,6 @@ impl<'a> AsyncRangeGuard<'a> {
     /// ```
     #[cfg_attr(validate, track_caller)]
     pub fn faults_disabled_async<F: Future>(&self, f: F) -> FaultsDisabled<'_, F> {
-        FaultsDisabled::new(self.task_scope_parts(Site::caller()), 0, f)
+        FaultsDisabled::new(self.task_holds(Site::caller()), f)
     }
 }

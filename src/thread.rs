@@ -12,6 +12,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::Waker;
 
 use crate::lockset::{LockSet, order};
@@ -265,6 +266,8 @@ pub(crate) struct HeldMappings {
     pub(crate) holds_it: Option<Class>,
     /// Some held mapping is `L` or orders after it.
     pub(crate) any_at_or_after: bool,
+    /// Some scope is linked in.
+    pub(crate) scoped: bool,
 }
 
 /// This thread's held mappings against `lock`.
@@ -274,8 +277,10 @@ pub(crate) fn held_mappings(lock: &RawLock) -> HeldMappings {
         let mut held = HeldMappings {
             holds_it: None,
             any_at_or_after: false,
+            scoped: false,
         };
         for s in scopes(t) {
+            held.scoped = true;
             let live = s.released.get();
             if live > 0 && order(s.locks.get(live - 1)) >= me {
                 held.any_at_or_after = true;
@@ -414,6 +419,25 @@ pub(crate) fn cycle<R>(lock: &RawLock, wait: impl FnOnce() -> R) -> R {
     let released = release_from(lock);
     let _retake = Retake(retake_order(&released));
     wait()
+}
+
+/// A number for an async fault, unique in the process (0 is "none"): a
+/// block of 2^32 per thread, so that faults on many threads share no
+/// counter.
+pub(crate) fn new_fault() -> u64 {
+    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+    std::thread_local! {
+        static NEXT: Cell<u64> = const { Cell::new(0) };
+    }
+    NEXT.with(|next| {
+        let mut id = next.get();
+        if id & u64::from(u32::MAX) == 0 {
+            // Relaxed: only uniqueness matters, which the RMW gives.
+            id = NEXT_BLOCK.fetch_add(1, Relaxed) << 32 | 1;
+        }
+        next.set(id + 1);
+        id
+    })
 }
 
 /// Why an async fault may not begin yet.

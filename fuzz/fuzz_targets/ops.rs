@@ -11,30 +11,70 @@ use libfuzzer_sys::fuzz_target;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
-use two_state_lock::{ArcGuard, Class, FaultError, Guard, TwoStateLock};
-use two_state_lock_fuzz::C;
+use two_state_lock::{ArcGuard, AsyncGuard, Class, FaultError, Guard, TwoStateLock};
+use two_state_lock_fuzz::{C, poll_by_hand};
 
 const LOCKS: usize = 4;
 const MAX_GUARDS: usize = 24;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Lock { lock: u8, class: C },
-    LockNested { lock: u8, class: C },
-    TryLock { lock: u8, class: C },
-    LockArc { lock: u8, class: C },
-    TryLockArc { lock: u8, class: C },
-    Drop { guard: u8 },
-    Fault { lock: u8 },
-    FaultIn { lock: u8 },
-    Scope { guard: u8 },
+    Lock {
+        lock: u8,
+        class: C,
+    },
+    LockNested {
+        lock: u8,
+        class: C,
+    },
+    TryLock {
+        lock: u8,
+        class: C,
+    },
+    LockArc {
+        lock: u8,
+        class: C,
+    },
+    TryLockArc {
+        lock: u8,
+        class: C,
+    },
+    Drop {
+        guard: u8,
+    },
+    Fault {
+        lock: u8,
+    },
+    FaultIn {
+        lock: u8,
+    },
+    Scope {
+        guard: u8,
+    },
     EndScope,
-    ScopeTwice { guard: u8 },
+    ScopeTwice {
+        guard: u8,
+    },
+    /// `lock_async`, polled by hand once (taken only where it is ready).
+    LockAsync {
+        lock: u8,
+        class: C,
+    },
+    /// `fault_in_async`, polled by hand until ready.
+    FaultInAsync {
+        lock: u8,
+    },
+    /// A task scope (`faults_disabled_async`) of an `ArcGuard` or
+    /// `AsyncGuard`, whose wrapped future runs the ops that follow.
+    ScopeAsync {
+        guard: u8,
+    },
 }
 
 enum Hold<'a> {
     Plain(Guard<'a>),
     Arc(ArcGuard),
+    Async(AsyncGuard<'a>),
 }
 
 struct Held<'a> {
@@ -53,8 +93,10 @@ struct Model {
 struct ScopeModel {
     lock: usize,
     class: Class,
-    /// The hold is a `Guard`'s (this thread's), not an `ArcGuard`'s.
-    plain: bool,
+    /// Lock validation records the hold: a `Guard`'s (this thread's), or a
+    /// task scope's while it is linked in; not a blocking `ArcGuard`
+    /// scope's.
+    recorded: bool,
     /// A cycle certainly released and re-took this scope's hold.
     dropped: bool,
     /// A cycle may have (a `fault_in` whose `try_lock` raced a helper
@@ -114,9 +156,9 @@ impl<'a> World<'a> {
         if self
             .guards
             .iter()
-            .any(|h| blocking(h) && matches!(h.hold, Hold::Plain(_)))
+            .any(|h| blocking(h) && !matches!(h.hold, Hold::Arc(_)))
         {
-            return None;
+            return None; // held by this thread, or borrowed here
         }
         let mut arcs = Vec::new();
         let mut i = 0;
@@ -124,7 +166,7 @@ impl<'a> World<'a> {
             if blocking(&self.guards[i]) {
                 match self.guards.swap_remove(i).hold {
                     Hold::Arc(a) => arcs.push(a),
-                    Hold::Plain(_) => unreachable!(),
+                    Hold::Plain(_) | Hold::Async(_) => unreachable!(),
                 }
                 self.released(lock);
             } else {
@@ -174,9 +216,10 @@ impl<'a> World<'a> {
         }
     }
 
-    /// `fault_in` on `lock`: it always returns `f`'s value, `f` runs holding
-    /// `Add` on the lock, and afterwards every guard still holds (`check`).
-    fn fault_in(&mut self, lock: usize) {
+    /// `fault_in` (or `fault_in_async`, polled by hand on this thread) on
+    /// `lock`: it always returns `f`'s value, `f` runs holding `Add` on the
+    /// lock, and afterwards every guard still holds (`check`).
+    fn fault_in(&mut self, lock: usize, task: bool) {
         let me = self.rank[lock];
         let scoped = |class| {
             self.scopes
@@ -200,14 +243,20 @@ impl<'a> World<'a> {
             }
         };
         let target = &self.locks[lock];
-        let value = target.fault_in(|| {
+        let holding_add = || {
             let s = target.state();
             assert!(
                 s.class == Class::Add && s.holders >= 1,
                 "f runs holding Add: {s:?}"
             );
             0x5eed
-        });
+        };
+        let value = if task {
+            let mut fault = Box::pin(target.fault_in_async(|| async { holding_add() }));
+            poll_by_hand(&mut fault, None).unwrap()
+        } else {
+            target.fault_in(holding_add)
+        };
         assert_eq!(value, 0x5eed);
         if let Some(h) = helper {
             h.join().unwrap();
@@ -241,7 +290,7 @@ impl<'a> World<'a> {
             .iter()
             .filter(|h| matches!(h.hold, Hold::Plain(_)))
             .map(|h| h.lock)
-            .chain(self.scopes.iter().filter(|s| s.plain).map(|s| s.lock))
+            .chain(self.scopes.iter().filter(|s| s.recorded).map(|s| s.lock))
             .all(|held| self.rank[held] <= self.rank[lock]);
         let hold = match op {
             Op::Lock { .. } | Op::LockArc { .. } if !in_order => return,
@@ -256,10 +305,35 @@ impl<'a> World<'a> {
                 Some(g) => Hold::Arc(g),
                 None => return assert!(!admits, "try_lock_arc refused an admissible {class:?}"),
             },
+            // Judged as `lock`, and checked by lock validation as it is:
+            // only in lock order. No other thread waits, so an admissible
+            // acquisition is ready at its first poll.
+            Op::LockAsync { .. } if !in_order || !admits => return,
+            Op::LockAsync { .. } => match poll_by_hand(&mut l.lock_async(class), Some(1)) {
+                Some(g) => Hold::Async(g),
+                None => panic!("lock_async pending on an admissible {class:?}"),
+            },
             _ => return, // would block forever: skip
         };
         assert!(admits, "{op:?} admitted against the model");
         self.took(lock, class, hold);
+    }
+
+    /// Pops the innermost scope's model and checks its `locks_dropped`.
+    fn end_scope(&mut self, locks_dropped: bool) {
+        let model = self.scopes.pop().unwrap();
+        if !model.maybe_dropped {
+            assert_eq!(
+                locks_dropped, model.dropped,
+                "locks_dropped of a scope on lock {}",
+                model.lock
+            );
+        }
+        assert!(
+            locks_dropped || !model.dropped,
+            "a scope on lock {} was cycled",
+            model.lock
+        );
     }
 
     /// Runs ops until the end or an `EndScope` for this depth.
@@ -270,7 +344,8 @@ impl<'a> World<'a> {
                 | Op::LockNested { lock, class }
                 | Op::TryLock { lock, class }
                 | Op::LockArc { lock, class }
-                | Op::TryLockArc { lock, class } => {
+                | Op::TryLockArc { lock, class }
+                | Op::LockAsync { lock, class } => {
                     if self.guards.len() < MAX_GUARDS {
                         self.lock_with(lock as usize % LOCKS, class.into(), op);
                     }
@@ -287,36 +362,61 @@ impl<'a> World<'a> {
                         self.fault(lock as usize % LOCKS);
                     }
                 }
-                Op::FaultIn { lock } => self.fault_in(lock as usize % LOCKS),
+                Op::FaultIn { lock } => self.fault_in(lock as usize % LOCKS, false),
+                Op::FaultInAsync { lock } => self.fault_in(lock as usize % LOCKS, true),
+                Op::ScopeAsync { guard } => {
+                    let task_guard = |h: &Held| !matches!(h.hold, Hold::Plain(_));
+                    let Some(i) = (0..self.guards.len())
+                        .map(|k| (k + guard as usize) % self.guards.len())
+                        .find(|&k| task_guard(&self.guards[k]))
+                    else {
+                        continue;
+                    };
+                    let held = self.guards.swap_remove(i);
+                    self.scopes.push(ScopeModel {
+                        lock: held.lock,
+                        class: held.class,
+                        recorded: true,
+                        dropped: false,
+                        maybe_dropped: false,
+                    });
+                    let body = async { self.run(ops) };
+                    let scoped = match &held.hold {
+                        Hold::Arc(g) => {
+                            poll_by_hand(&mut Box::pin(g.faults_disabled_async(body)), Some(1))
+                        }
+                        Hold::Async(g) => {
+                            poll_by_hand(&mut Box::pin(g.faults_disabled_async(body)), Some(1))
+                        }
+                        Hold::Plain(_) => unreachable!(),
+                    };
+                    let scoped = scoped.expect("the scope's body has no await: ready at once");
+                    self.end_scope(scoped.locks_dropped);
+                    self.guards.push(held);
+                }
                 Op::Scope { guard } => {
                     if self.guards.is_empty() {
                         continue;
                     }
                     let held = self.guards.swap_remove(guard as usize % self.guards.len());
+                    if matches!(held.hold, Hold::Async(_)) {
+                        // An `AsyncGuard` has only the task scope.
+                        self.guards.push(held);
+                        continue;
+                    }
                     self.scopes.push(ScopeModel {
                         lock: held.lock,
                         class: held.class,
-                        plain: matches!(held.hold, Hold::Plain(_)),
+                        recorded: matches!(held.hold, Hold::Plain(_)),
                         dropped: false,
                         maybe_dropped: false,
                     });
                     let scoped = match &held.hold {
                         Hold::Plain(g) => g.faults_disabled(|| self.run(ops)),
                         Hold::Arc(g) => g.faults_disabled(|| self.run(ops)),
+                        Hold::Async(_) => unreachable!(),
                     };
-                    let model = self.scopes.pop().unwrap();
-                    if !model.maybe_dropped {
-                        assert_eq!(
-                            scoped.locks_dropped, model.dropped,
-                            "locks_dropped of a scope on lock {}",
-                            model.lock
-                        );
-                    }
-                    assert!(
-                        scoped.locks_dropped || !model.dropped,
-                        "a scope on lock {} was cycled",
-                        model.lock
-                    );
+                    self.end_scope(scoped.locks_dropped);
                     self.guards.push(held);
                 }
                 Op::EndScope => {
@@ -329,6 +429,14 @@ impl<'a> World<'a> {
                         let twice = AssertUnwindSafe(|| match &held.hold {
                             Hold::Plain(g) => g.faults_disabled(|| g.faults_disabled(|| ())).value,
                             Hold::Arc(g) => g.faults_disabled(|| g.faults_disabled(|| ())).value,
+                            Hold::Async(g) => {
+                                let _first = g.faults_disabled_async(async {});
+                                drop(g.faults_disabled_async(async {}));
+                                two_state_lock::Scoped {
+                                    value: (),
+                                    locks_dropped: false,
+                                }
+                            }
                         });
                         EXPECTING_PANIC.with(|e| e.set(true));
                         let r = catch_unwind(twice);

@@ -3,7 +3,9 @@
 //! `fault_in`, range acquisitions over a 3-lock `LockTable`, where stripes
 //! collide all the time, timed acquisitions that give up, faults inside
 //! faults, async acquisitions polled by hand and dropped at points the
-//! input picks, hold times) run at once on three shared locks and
+//! input picks, async direct writes pinning through `fault_in_async` in a
+//! task scope, dropped mid-fault where the input says, hold times) run at
+//! once on three shared locks and
 //! the table. Shadow counters (one per lock, the table's included) assert
 //! exclusion; a watchdog aborts with the scripts if they do not finish.
 //! Scripts contain only what the contract promises cannot deadlock: nested
@@ -13,14 +15,11 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, mpsc};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use two_state_lock::{Class, FaultError, LockTable, TwoStateLock};
-use two_state_lock_fuzz::C;
+use two_state_lock_fuzz::{C, poll_by_hand};
 
 const LOCKS: usize = 3;
 const TABLE: usize = 3;
@@ -129,6 +128,28 @@ enum Step {
         outer: u8,
         inner: u8,
     },
+    /// An async direct write: `lock_async(Block)` on `file`, then each page
+    /// pinned with `fault_in_async` on `buffer` (a fault inside on `inner`
+    /// if `nested`) inside the guard's `faults_disabled_async` scope,
+    /// polled by hand as `Task`'s (so a pin may be dropped mid-cycle).
+    AsyncDirectWrite {
+        file: u8,
+        buffer: u8,
+        inner: u8,
+        nested: bool,
+        pages: u8,
+        polls: u8,
+    },
+    /// An async direct write under a `Block` range of the table, pinning
+    /// stripes with the table's `fault_in_async`.
+    AsyncRangeDirectWrite {
+        object: u8,
+        start: u8,
+        len: u8,
+        buffer_object: u8,
+        buffer_stripe: u8,
+        pages: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -161,6 +182,17 @@ struct World {
 }
 
 impl World {
+    /// The shadows of table locks `held` enter (or leave) `class`.
+    fn range_shadows(&self, held: &[usize], class: Class, enter: bool) {
+        for &i in held {
+            if enter {
+                self.table_shadows[i].enter(class);
+            } else {
+                self.table_shadows[i].leave(class);
+            }
+        }
+    }
+
     /// Runs `f` as a fault's work on table lock `index`: `Add`, checked.
     fn table_add(&self, index: usize) {
         self.table_shadows[index].enter(Class::Add);
@@ -174,35 +206,6 @@ fn work(units: u8) {
         1 => std::thread::yield_now(),
         2 => (0..units as u32 * 8).for_each(|_| std::hint::spin_loop()),
         _ => std::thread::sleep(Duration::from_micros(units as u64 % 50)),
-    }
-}
-
-/// Wakes the thread that polls.
-struct Unparker(std::thread::Thread);
-
-impl Wake for Unparker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Polls `f` on this thread: at most `polls` times (`None`: until ready,
-/// parked between polls until woken, so a lost wake-up hangs and the
-/// watchdog reports it).
-fn poll_by_hand<F: Future + Unpin>(f: &mut F, polls: Option<u32>) -> Option<F::Output> {
-    let waker = Waker::from(Arc::new(Unparker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut n = 0;
-    loop {
-        if let Poll::Ready(v) = Pin::new(&mut *f).poll(&mut cx) {
-            return Some(v);
-        }
-        n += 1;
-        match polls {
-            Some(max) if n >= max => return None,
-            Some(_) => std::thread::park_timeout(Duration::from_micros(20)),
-            None => std::thread::park(),
-        }
     }
 }
 
@@ -377,14 +380,8 @@ fn run_step(w: &World, step: &Step) {
             let stripes = start as u64..start as u64 + len as u64 % 5 + 1;
             let dio = w.table.lock_range(object as u64 % 4, stripes, Class::Block);
             let held: Vec<usize> = dio.lock_indices().collect();
-            let enter = || {
-                held.iter()
-                    .for_each(|&i| w.table_shadows[i].enter(Class::Block))
-            };
-            let leave = || {
-                held.iter()
-                    .for_each(|&i| w.table_shadows[i].leave(Class::Block))
-            };
+            let enter = || w.range_shadows(&held, Class::Block, true);
+            let leave = || w.range_shadows(&held, Class::Block, false);
             enter();
             for page in 0..pages % 4 + 1 {
                 let stripe = buffer_stripe as u64 + page as u64;
@@ -495,6 +492,35 @@ fn run_step(w: &World, step: &Step) {
                 held.iter().for_each(|&i| w.table_shadows[i].leave(class));
             }
         }
+        Step::AsyncDirectWrite {
+            file,
+            buffer,
+            inner,
+            nested,
+            pages,
+            polls,
+        } => {
+            let inner = nested.then(|| idx(inner));
+            async_direct_write(w, idx(file), idx(buffer), inner, pages, polls);
+        }
+        Step::AsyncRangeDirectWrite {
+            object,
+            start,
+            len,
+            buffer_object,
+            buffer_stripe,
+            pages,
+        } => {
+            let stripes = start as u64..start as u64 + len as u64 % 5 + 1;
+            async_range_direct_write(
+                w,
+                object as u64 % 4,
+                stripes,
+                buffer_object as u64 % 4,
+                buffer_stripe as u64,
+                pages,
+            );
+        }
         Step::FaultInsideFault { file, outer, inner } => {
             let (f, o, i) = (idx(file), idx(outer), idx(inner));
             let dio = w.locks[f].lock(Class::Block);
@@ -521,6 +547,88 @@ fn run_step(w: &World, step: &Step) {
             w.shadows[f].leave(Class::Block);
         }
     }
+}
+
+/// `Step::AsyncDirectWrite`.
+fn async_direct_write(w: &World, f: usize, b: usize, inner: Option<usize>, pages: u8, polls: u8) {
+    let dio = poll_by_hand(&mut w.locks[f].lock_async(Class::Block), None).unwrap();
+    w.shadows[f].enter(Class::Block);
+    let limit = poll_limit(polls);
+    let pages = pages % 4 + 1;
+    let mut cycles = 0;
+    for page in 0..pages {
+        // The cycle may release our hold while the pin runs.
+        w.shadows[f].leave(Class::Block);
+        let pin = w.locks[b].fault_in_async(|| async move {
+            w.shadows[b].enter(Class::Add);
+            w.shadows[b].leave(Class::Add);
+            if let Some(i) = inner {
+                w.locks[i]
+                    .fault_in_async(|| async move {
+                        w.shadows[i].enter(Class::Add);
+                        w.shadows[i].leave(Class::Add);
+                    })
+                    .await;
+            }
+            page
+        });
+        let mut scope = Box::pin(dio.faults_disabled_async(pin));
+        // Dropped unfinished only on the last page, where `limit` says.
+        let finished = if page + 1 == pages && limit != Some(0) {
+            poll_by_hand(&mut scope, limit)
+        } else {
+            poll_by_hand(&mut scope, None)
+        };
+        drop(scope);
+        w.shadows[f].enter(Class::Block);
+        // The hold is ours again, whether the pin finished or was dropped.
+        assert_eq!(w.locks[f].state().class, Class::Block);
+        if let Some(pinned) = finished {
+            assert_eq!(
+                pinned.value, page,
+                "fault_in_async returns the work's value"
+            );
+            cycles += u8::from(pinned.locks_dropped);
+        }
+    }
+    assert!(cycles <= pages);
+    w.shadows[f].leave(Class::Block);
+    drop(dio);
+}
+
+/// `Step::AsyncRangeDirectWrite`.
+fn async_range_direct_write(
+    w: &World,
+    object: u64,
+    stripes: std::ops::Range<u64>,
+    buffer: u64,
+    stripe: u64,
+    pages: u8,
+) {
+    let dio = poll_by_hand(
+        &mut w.table.lock_range_async(object, stripes, Class::Block),
+        None,
+    )
+    .unwrap();
+    let held: Vec<usize> = dio.lock_indices().collect();
+    let enter = || w.range_shadows(&held, Class::Block, true);
+    let leave = || w.range_shadows(&held, Class::Block, false);
+    enter();
+    for page in 0..u64::from(pages % 4 + 1) {
+        leave(); // the cycle may release some of our holds
+        let s = stripe + page;
+        let target = w.table.lock_index(buffer, s);
+        let pin = w.table.fault_in_async(buffer, s, || async move {
+            w.table_add(target);
+            s
+        });
+        let mut scope = Box::pin(dio.faults_disabled_async(pin));
+        let pinned = poll_by_hand(&mut scope, None).unwrap();
+        drop(scope);
+        enter();
+        assert_eq!(pinned.value, s);
+    }
+    leave();
 }
 
 fuzz_target!(|scripts: Scripts| {

@@ -65,6 +65,7 @@ impl std::error::Error for FaultError {}
 /// asked for at `site`.
 pub(crate) fn fault_in<R>(lock: &TwoStateLock, site: Site, f: impl FnOnce() -> R) -> R {
     let held = thread::held_mappings(&lock.raw);
+    refuse_beside_an_async_fault(held);
     match held.holds_it {
         // A held mapping holds Add on this lock: the fault is admitted.
         Some(Class::Add) => return f(),
@@ -80,6 +81,18 @@ pub(crate) fn fault_in<R>(lock: &TwoStateLock, site: Site, f: impl FnOnce() -> R
     match lock.try_lock_at(Class::Add, site) {
         Some(add) => run_holding(add, f),
         None => thread::cycle(&lock.raw, || with_add(lock, site, f)),
+    }
+}
+
+/// Panics if a blocking fault is taken in a task scope while another async
+/// fault of the task is in progress there (a `join!` sibling's): that
+/// fault's own `Add` is invisible here, so a blocking wait could hold it
+/// against a lock that orders before it, and deadlock.
+fn refuse_beside_an_async_fault(held: thread::HeldMappings) {
+    if held.sibling_fault {
+        panic!(
+            "two-state-lock: a blocking fault (fault_in, lock_fault) in a task scope while another fault of the task is in progress (a join! or select! sibling); use fault_in_async"
+        );
     }
 }
 
@@ -103,6 +116,7 @@ fn run_holding<R>(add: Guard<'_>, f: impl FnOnce() -> R) -> R {
 /// `lock_fault` on one lock of this crate, asked for at `site`.
 pub(crate) fn lock_fault(lock: &TwoStateLock, site: Site) -> Result<Guard<'_>, FaultError> {
     let held = thread::held_mappings(&lock.raw);
+    refuse_beside_an_async_fault(held);
     if held.holds_it.is_some() {
         return Err(FaultError::SameMapping);
     }
@@ -194,7 +208,9 @@ impl TwoStateLock {
     ///
     /// # Panics
     ///
-    /// As [`lock`](Self::lock), at the holder and waiter limits. A cycle
+    /// Inside a task's `faults_disabled_async` scope while another fault of
+    /// the task is in progress (use [`fault_in_async`](Self::fault_in_async)
+    /// there). As [`lock`](Self::lock), at the holder and waiter limits. A cycle
     /// that cannot re-take a released hold at one of those limits aborts
     /// the process: unwinding would leave a guard that does not own its
     /// hold, and the limits are 2^29 − 1 holders and 65535 waiting threads.
@@ -396,46 +412,37 @@ pub(crate) async fn fault_in_async<W: Future>(
     site: Site,
     f: impl FnOnce() -> W,
 ) -> W::Output {
-    let held = thread::held_mappings(&lock.raw);
-    if held.holds_it == Some(Class::Add) {
-        // A held mapping holds Add on this lock: the fault is admitted.
-        return f().await;
-    }
-    if !held.scoped {
+    if !thread::held_mappings(&lock.raw).scoped {
         // No held mapping: Add as usual, no turn to take.
         let add = lock.lock_async_at(Class::Add, site).await;
         return add.fault_scope(0, site, f()).await.value;
     }
-    let fault = thread::new_fault();
-    // Wait for the task's other fault in progress, if any (dropped last:
-    // after the cycle below has re-taken what it released).
-    let turn = FaultTurn {
-        fault,
-        marked: false,
-    }
-    .begin()
-    .await;
+    // Wait for the task's other faults in progress or asked for first, if
+    // any (the turn is dropped last: after the cycle below has re-taken
+    // what it released).
+    let mut turn = FaultTurn::new(thread::new_fault());
+    (&mut turn).await;
     let held = thread::held_mappings(&lock.raw);
-    if held.holds_it == Some(Class::Add) {
-        drop(turn);
-        return f().await;
-    }
     let mut cycle = None;
-    let add = if held.holds_it.is_none() && !held.any_at_or_after {
+    let add = match held.holds_it {
+        // A held mapping holds Add: the fault is admitted. It still takes
+        // an Add of its own (nested, so at once), which no sibling's cycle
+        // can take away while the work runs.
+        Some(Class::Add) => lock.lock_async_at(Class::Add, site).await,
         // All held mappings order before this lock: wait as usual (nested),
         // checked by lock validation.
-        lock.lock_async_at(Class::Add, site).await
-    } else if let Some(add) = try_add(lock, held.holds_it) {
-        add
-    } else {
+        None if !held.any_at_or_after => lock.lock_async_at(Class::Add, site).await,
+        None if lock.try_acquire(Class::Add) => AsyncGuard::new(lock, Class::Add),
         // The cycle: release every held mapping at or after this lock; its
         // record re-takes them, blocking, if this future is dropped first.
-        cycle = Some(Cycle::release(lock));
-        lock.lock_async_at(Class::Add, site).await
+        _ => {
+            cycle = Some(Cycle::release(lock));
+            lock.lock_async_at(Class::Add, site).await
+        }
     };
     // The work runs with the fault's own Add as the innermost held mapping,
     // which a fault inside it may cycle too (SPEC §8).
-    let value = add.fault_scope(fault, site, f()).await.value;
+    let value = add.fault_scope(turn.fault, site, f()).await.value;
     drop(add);
     if let Some(mut cycle) = cycle {
         cycle.retake().await;
@@ -444,33 +451,41 @@ pub(crate) async fn fault_in_async<W: Future>(
     value
 }
 
-/// `try_lock(Add)` on `lock`, unless a held mapping holds it in `Block`
-/// (which would refuse it anyway).
-fn try_add(lock: &TwoStateLock, holds_it: Option<Class>) -> Option<AsyncGuard<'_>> {
-    (holds_it.is_none() && lock.try_acquire(Class::Add)).then(|| AsyncGuard::new(lock, Class::Add))
-}
-
-/// An async fault's turn among the task's faults (`thread::begin_fault`),
-/// given back when dropped.
+/// An async fault's turn among the task's faults (`thread::begin_fault`):
+/// a future that is ready once the fault may begin, and gives the turn
+/// back (or its place in line) when dropped.
 struct FaultTurn {
     fault: u64,
     /// It marked some linked scope as having this fault in progress.
     marked: bool,
+    /// It waits in line.
+    waiting: bool,
 }
 
 impl FaultTurn {
-    /// Waits until the task has no other fault in progress that this one
-    /// is not nested in, then takes the turn.
-    async fn begin(mut self) -> FaultTurn {
-        std::future::poll_fn(|cx| match thread::begin_fault(self.fault, cx.waker()) {
+    fn new(fault: u64) -> Self {
+        FaultTurn {
+            fault,
+            marked: false,
+            waiting: false,
+        }
+    }
+}
+
+impl Future for FaultTurn {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match thread::begin_fault(self.fault, cx.waker()) {
             Turn::Go(marked) => {
-                self.marked = marked;
+                (self.marked, self.waiting) = (marked, false);
                 Poll::Ready(())
             }
-            Turn::Wait => Poll::Pending,
-        })
-        .await;
-        self
+            Turn::Wait => {
+                self.waiting = true;
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -478,6 +493,8 @@ impl Drop for FaultTurn {
     fn drop(&mut self) {
         if self.marked {
             thread::end_fault(self.fault);
+        } else if self.waiting {
+            thread::abandon_turn(self.fault);
         }
     }
 }
@@ -590,8 +607,15 @@ impl TwoStateLock {
     /// future re-takes them before the drop returns, *blocking* the thread
     /// (there is no async drop, and the guards must own their holds when
     /// user code runs again). The wait is for the `Add` holders that got
-    /// in meanwhile; on a current-thread runtime, where one of them may be
-    /// a task that needs this thread, do not cancel a fault mid-cycle.
+    /// in meanwhile; if one of them is a task that needs this thread, the
+    /// runtime hangs. Do not cancel a scope or a fault that may be
+    /// mid-cycle (no timeout around it); give the guard's acquisition the
+    /// deadline instead.
+    ///
+    /// **Siblings** (`join!`, `select!`) run while a cycle has the scope's
+    /// holds released: pin in them, do the I/O after the scope. A blocking
+    /// [`fault_in`](Self::fault_in) beside an async fault in progress
+    /// panics.
     ///
     /// # Panics
     ///

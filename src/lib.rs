@@ -45,6 +45,14 @@
 //!   [`ArcGuard`], [`AsyncRangeGuard`]). Cancel-safe: a dropped future
 //!   leaves the lock as if it had never asked, so a runtime's timeout is a
 //!   timed acquisition. No runtime is a dependency.
+//! - **The held mapping in async code**: a task's direct write pins its
+//!   buffer inside the guard's
+//!   [`faults_disabled_async`](AsyncGuard::faults_disabled_async) scope (a
+//!   [`FaultsDisabled`] future, whose guard's locks are the task's held
+//!   mappings on whichever thread polls it) and faults with
+//!   [`fault_in_async`](TwoStateLock::fault_in_async), the total protocol
+//!   with the fault's work a future. Inside a scope, async acquisitions
+//!   are nested and lock validation sees them.
 //! - [`LockTable`]: a fixed table of locks that ranges of stripes of any
 //!   number of objects map to; [`lock_range`](LockTable::lock_range) returns
 //!   a [`RangeGuard`].

@@ -11,6 +11,7 @@
 //! This module knows locks only as `RawLock`s, ordered by address.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::Waker;
@@ -131,8 +132,9 @@ pub(crate) struct Scope<'a> {
     /// For the scope of an async fault's own `Add` hold: that fault (0:
     /// none). Faults polled inside it are nested in that fault.
     fault: u64,
-    /// Tasks whose fault waits for `busy` to clear.
-    waiters: RefCell<Vec<Waker>>,
+    /// The task's faults waiting for their turn in this scope, first come
+    /// first served: (fault, the waker of its latest poll).
+    waiters: RefCell<VecDeque<(u64, Waker)>>,
 }
 
 impl<'a> Scope<'a> {
@@ -150,7 +152,7 @@ impl<'a> Scope<'a> {
             dropped: Cell::new(false),
             busy: Cell::new(0),
             fault,
-            waiters: RefCell::new(Vec::new()),
+            waiters: RefCell::new(VecDeque::new()),
         }
     }
 
@@ -268,6 +270,9 @@ pub(crate) struct HeldMappings {
     pub(crate) any_at_or_after: bool,
     /// Some scope is linked in.
     pub(crate) scoped: bool,
+    /// Another async fault of the task is in progress in a linked scope,
+    /// one this call is not nested in (a `join!` sibling's).
+    pub(crate) sibling_fault: bool,
 }
 
 /// This thread's held mappings against `lock`.
@@ -278,9 +283,12 @@ pub(crate) fn held_mappings(lock: &RawLock) -> HeldMappings {
             holds_it: None,
             any_at_or_after: false,
             scoped: false,
+            sibling_fault: false,
         };
+        let mut inside = FaultsInside::default();
         for s in scopes(t) {
             held.scoped = true;
+            held.sibling_fault |= inside.blocked_by(s);
             let live = s.released.get();
             if live > 0 && order(s.locks.get(live - 1)) >= me {
                 held.any_at_or_after = true;
@@ -440,6 +448,24 @@ pub(crate) fn new_fault() -> u64 {
     })
 }
 
+/// The faults whose work a walk of the linked scopes (innermost first) is
+/// inside of: a scope busy with one of them does not block.
+#[derive(Default)]
+struct FaultsInside(Vec<u64>);
+
+impl FaultsInside {
+    /// Whether `s` has a fault in progress that the walk so far is not
+    /// inside of; then notes the fault whose own hold `s` is, if any.
+    fn blocked_by(&mut self, s: &Scope<'_>) -> bool {
+        let busy = s.busy.get();
+        let blocked = busy != 0 && !self.0.contains(&busy);
+        if s.fault != 0 {
+            self.0.push(s.fault);
+        }
+        blocked
+    }
+}
+
 /// Why an async fault may not begin yet.
 pub(crate) enum Turn {
     /// It may: the linked scopes that had no fault in progress now have
@@ -447,30 +473,30 @@ pub(crate) enum Turn {
     Go(bool),
     /// Another fault of this task is in progress in a linked scope (a
     /// sibling under `join!` or `select!`, not one this fault is nested
-    /// in): the waker is woken when it ends.
+    /// in), or one that asked first waits: the waker is woken when it ends.
     Wait,
 }
 
 /// An async fault `fault` asks to begin in the linked scopes. A task's
-/// faults run one at a time, as one kernel task takes one fault at a time:
-/// so the cycles on a scope end in the reverse order they began, and every
-/// re-take is in address order. A fault nested in another's work (polled
-/// inside the scope of that fault's own hold) goes on.
+/// faults run one at a time, as one kernel task takes one fault at a time,
+/// and in the order they asked: so the cycles on a scope end in the reverse
+/// order they began, every re-take is in address order, and a sibling that
+/// faults in a loop cannot keep the others out. A fault nested in
+/// another's work (polled inside the scope of that fault's own hold) goes
+/// on.
 pub(crate) fn begin_fault(fault: u64, waker: &Waker) -> Turn {
     THREAD.with(|t| {
-        // Faults whose work this poll is inside of.
-        let mut inside: Vec<u64> = Vec::new();
+        let mut inside = FaultsInside::default();
         for s in scopes(t) {
-            let busy = s.busy.get();
-            if busy != 0 && !inside.contains(&busy) {
+            let first_waiting = s.waiters.borrow().front().map(|&(f, _)| f);
+            let free = s.busy.get() == 0;
+            if inside.blocked_by(s) || (free && first_waiting.is_some_and(|f| f != fault)) {
                 let mut waiters = s.waiters.borrow_mut();
-                if !waiters.iter().any(|w| w.will_wake(waker)) {
-                    waiters.push(waker.clone());
+                match waiters.iter_mut().find(|(f, _)| *f == fault) {
+                    Some((_, w)) => w.clone_from(waker),
+                    None => waiters.push_back((fault, waker.clone())),
                 }
                 return Turn::Wait;
-            }
-            if s.fault != 0 {
-                inside.push(s.fault);
             }
         }
         let mut marked = false;
@@ -479,22 +505,24 @@ pub(crate) fn begin_fault(fault: u64, waker: &Waker) -> Turn {
                 s.busy.set(fault);
                 marked = true;
             }
+            s.waiters.borrow_mut().retain(|&(f, _)| f != fault);
         }
         Turn::Go(marked)
     })
 }
 
 /// The async fault `fault` has ended (completed, or dropped): the linked
-/// scopes it had are free again, and the faults waiting for them are woken.
+/// scopes it had are free again, and the faults waiting for them are woken
+/// (the first in line takes the turn; the others wait on).
 pub(crate) fn end_fault(fault: u64) {
-    let woken: Vec<Waker> = THREAD.with(|t| {
+    let woken = THREAD.with(|t| {
         let mut woken = Vec::new();
         let mut found = false;
         for s in scopes(t) {
             if s.busy.get() == fault {
                 s.busy.set(0);
                 found = true;
-                woken.append(&mut s.waiters.borrow_mut());
+                woken.extend(s.waiters.borrow().iter().map(|(_, w)| w.clone()));
             }
         }
         if !found {
@@ -503,9 +531,25 @@ pub(crate) fn end_fault(fault: u64) {
         woken
     });
     // Outside the thread-local: a waker may poll inline.
-    for waker in woken {
-        waker.wake();
-    }
+    woken.into_iter().for_each(Waker::wake);
+}
+
+/// The async fault `fault` stopped waiting for its turn (its future was
+/// dropped): it leaves the lines of the linked scopes, and the faults that
+/// waited behind it are woken.
+pub(crate) fn abandon_turn(fault: u64) {
+    let woken = THREAD.with(|t| {
+        let mut woken = Vec::new();
+        for s in scopes(t) {
+            let mut waiters = s.waiters.borrow_mut();
+            if waiters.iter().any(|&(f, _)| f == fault) {
+                waiters.retain(|&(f, _)| f != fault);
+                woken.extend(waiters.iter().map(|(_, w)| w.clone()));
+            }
+        }
+        woken
+    });
+    woken.into_iter().for_each(Waker::wake);
 }
 
 #[cold]

@@ -1578,3 +1578,74 @@ fn a_scope_polled_on_two_threads_in_turn_re_takes_its_hold() {
         assert_idle(&lock);
     });
 }
+
+/// Two faults joined in one scope (both on the scope's own lock:
+/// both cycle, and take turns), against an Add thread and a Block thread.
+#[test]
+fn joined_same_lock_faults_take_turns_against_threads() {
+    model_with_bound(3, || {
+        let lock = Arc::new(TwoStateLock::new());
+        let l = lock.clone();
+        let t = thread::spawn(move || {
+            loom::future::block_on(async {
+                let g = l.lock_async(Class::Block).await;
+                let r = g
+                    .faults_disabled_async(futures::future::join(
+                        l.fault_in_async(|| async { 1 }),
+                        l.fault_in_async(|| async { 2 }),
+                    ))
+                    .await;
+                assert_eq!(r.value, (1, 2));
+                assert_eq!(l.state().class, Class::Block);
+                drop(g);
+            });
+        });
+        let l = lock.clone();
+        let b = thread::spawn(move || drop(l.lock(Class::Block)));
+        drop(lock.lock(Class::Add));
+        t.join().unwrap();
+        b.join().unwrap();
+        assert_idle(&lock);
+    });
+}
+
+/// A cycling fault cancelled by select (the other branch is ready
+/// at its second poll), so the drop may come while it waits for Add, while
+/// its re-take waits, or after; an Add thread races.
+#[test]
+fn a_fault_cancelled_by_select_mid_cycle_re_takes_the_hold() {
+    model_with_bound(3, || {
+        let [x, y] = ordered::<2>();
+        let (l, yy) = (x.clone(), y.clone());
+        let t = thread::spawn(move || {
+            loom::future::block_on(async {
+                let g = yy.lock_async(Class::Block).await;
+                let r = g
+                    .faults_disabled_async(async {
+                        let f = Box::pin(l.fault_in_async(|| async {}));
+                        let mut polled = false;
+                        let other = Box::pin(std::future::poll_fn(move |cx| {
+                            if polled {
+                                std::task::Poll::Ready(())
+                            } else {
+                                polled = true;
+                                cx.waker().wake_by_ref();
+                                std::task::Poll::Pending
+                            }
+                        }));
+                        let _ = futures::future::select(f, other).await;
+                        assert_eq!(yy.state().class, Class::Block);
+                        assert!(yy.state().holders >= 1);
+                    })
+                    .await;
+                let _ = r;
+                drop(g);
+            });
+        });
+        let g = x.lock(Class::Block);
+        drop(g);
+        t.join().unwrap();
+        assert_idle(&x);
+        assert_idle(&y);
+    });
+}

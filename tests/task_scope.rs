@@ -23,6 +23,29 @@ fn poll_once<F: Future + ?Sized>(f: Pin<&mut F>) -> Poll<F::Output> {
     f.poll(&mut Context::from_waker(Waker::noop()))
 }
 
+/// Returns `Pending` once (after waking its task), then `Ready`: a yield
+/// that needs no runtime.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+/// Yields `n` times, under any executor.
+async fn yield_times(n: usize) {
+    for _ in 0..n {
+        YieldOnce(false).await;
+    }
+}
+
 /// Yields to the runtime `n` times, so that a task may resume on another
 /// worker.
 async fn yields(n: usize) {
@@ -143,7 +166,8 @@ fn every_row_of_the_total_protocol_from_a_task_that_moves_between_workers() {
                         high.state().holders
                     }))
                     .await;
-                assert_eq!((r.value, r.locks_dropped), (1, false));
+                // The scope's Add and the fault's own (taken at once, nested).
+                assert_eq!((r.value, r.locks_dropped), (2, false));
                 drop(read);
                 seen(&mut threads);
             }
@@ -509,6 +533,149 @@ fn a_scope_shows_its_state() {
     );
     drop(scope);
     assert_eq!(format!("{:?}", lock.state().class), "Block");
+}
+
+/// A fault admitted by a held mapping that holds `Add` takes an `Add` of
+/// its own: a `join!` sibling whose fault cycles the scope's `Add` cannot
+/// let a thread take `Block` while the admitted fault's work runs.
+#[test]
+fn an_admitted_fault_keeps_its_own_add_while_a_sibling_cycles() {
+    watchdog("an admitted fault beside a cycling sibling", LIMIT, || {
+        let [k, l] = ordered::<2>();
+        // k's try_lock(Add) fails while this thread holds Block: the
+        // sibling's fault on k cycles l's Add.
+        let blocker = std::sync::Mutex::new(Some(Holder::spawn(&k, Class::Block)));
+        let got_block = futures::executor::block_on(async {
+            let read = l.lock_async(Class::Add).await;
+            read.faults_disabled_async(async {
+                let admitted = l.fault_in_async(|| async {
+                    yield_times(3).await;
+                    let l2 = l.clone();
+                    let got = thread::spawn(move || l2.try_lock(Class::Block).is_some())
+                        .join()
+                        .unwrap();
+                    blocker.lock().unwrap().take().unwrap().release();
+                    got
+                });
+                let cycling = async {
+                    yield_times(1).await;
+                    k.fault_in_async(|| async {}).await;
+                };
+                tokio::join!(admitted, cycling).0
+            })
+            .await
+            .value
+        });
+        assert!(
+            !got_block,
+            "a thread took Block on l while a fault on l ran its work"
+        );
+        assert_eq!((k.state().holders, l.state().holders), (0, 0));
+    });
+}
+
+/// A blocking fault in a task scope beside a sibling's async fault in
+/// progress would hold that fault's (invisible) `Add` while it waits: it
+/// panics, naming the way out.
+#[test]
+fn a_blocking_fault_beside_an_async_fault_in_progress_panics() {
+    let [x, lo, hi] = ordered::<3>();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        futures::executor::block_on(async {
+            let dio = x.lock_async(Class::Block).await;
+            let _ = dio
+                .faults_disabled_async(async {
+                    let in_progress = hi.fault_in_async(|| yield_times(5));
+                    let blocking = async {
+                        yield_times(1).await;
+                        lo.fault_in(|| ());
+                    };
+                    tokio::join!(in_progress, blocking)
+                })
+                .await;
+        })
+    }));
+    let p = r.expect_err("the blocking fault panics");
+    let message = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(message.contains("use fault_in_async"), "{message}");
+    for lock in [&x, &lo, &hi] {
+        assert_eq!(lock.state().holders, 0);
+    }
+}
+
+/// A task's faults take turns in the order they asked: a sibling faulting
+/// in a loop does not keep a joined fault out until it stops.
+#[test]
+fn faults_take_turns_in_the_order_they_asked() {
+    watchdog("turns in order", LIMIT, || {
+        let [x, y] = ordered::<2>();
+        let done = AtomicUsize::new(0);
+        let when = futures::executor::block_on(async {
+            let dio = x.lock_async(Class::Block).await;
+            dio.faults_disabled_async(async {
+                let looping = async {
+                    for _ in 0..100 {
+                        y.fault_in_async(|| yield_times(1)).await;
+                        done.fetch_add(1, SeqCst);
+                    }
+                };
+                let joined = async {
+                    yield_times(1).await;
+                    y.fault_in_async(|| async {}).await;
+                    done.load(SeqCst)
+                };
+                tokio::join!(looping, joined).1
+            })
+            .await
+            .value
+        });
+        assert!(
+            when <= 2,
+            "the joined fault waited for {when} of the sibling's faults"
+        );
+    });
+}
+
+/// A task's fault waiting for its turn, dropped (`select!`): it leaves the
+/// line, and the faults behind it get their turn.
+#[test]
+fn a_fault_dropped_while_it_waits_for_its_turn_leaves_the_line() {
+    watchdog("a dropped waiting fault", LIMIT, || {
+        let [x, y] = ordered::<2>();
+        let order = std::sync::Mutex::new(Vec::new());
+        futures::executor::block_on(async {
+            let dio = x.lock_async(Class::Block).await;
+            let _ = dio
+                .faults_disabled_async(async {
+                    let first = async {
+                        y.fault_in_async(|| yield_times(3)).await;
+                        order.lock().unwrap().push("first");
+                    };
+                    // Waits for the first, then is dropped by its timeout.
+                    let dropped = async {
+                        yield_times(1).await;
+                        let give_up = yield_times(1);
+                        futures::pin_mut!(give_up);
+                        let waits = y.fault_in_async(|| async {});
+                        futures::pin_mut!(waits);
+                        futures::future::select(waits, give_up).await;
+                    };
+                    let third = async {
+                        yield_times(2).await;
+                        y.fault_in_async(|| async {}).await;
+                        order.lock().unwrap().push("third");
+                    };
+                    tokio::join!(first, dropped, third)
+                })
+                .await;
+        });
+        assert_eq!(*order.lock().unwrap(), ["first", "third"]);
+        assert_eq!((x.state().holders, y.state().holders), (0, 0));
+    });
 }
 
 /// Lock validation (SPEC §10, §11.2.6) sees async acquisitions in a scope.

@@ -1,0 +1,22 @@
+//! `invalidate-twice`: no lock; a direct write (or a punch) evicts its range
+//! before and after, as mainline Linux does. Stale pages get in.
+
+use two_state_lock::Class;
+
+use super::{Hold, Locking};
+
+pub(crate) struct InvalidateTwice;
+
+struct Nothing;
+
+impl Hold for Nothing {}
+
+impl Locking for InvalidateTwice {
+    fn lock(&self, _: usize, _: u64, _: u64, _: Class) -> Box<dyn Hold + '_> {
+        Box::new(Nothing)
+    }
+
+    fn evicts_after(&self) -> bool {
+        true
+    }
+}

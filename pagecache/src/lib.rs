@@ -178,6 +178,9 @@ impl Engine {
     fn lock(&self, m: &Mapping, first: u64, n: u64, class: Class) -> Box<dyn Hold + '_> {
         let start = Instant::now();
         let held = self.locking.lock(m.index, first, n, class);
+        if self.locking.is_lockless() {
+            return held;
+        }
         let waits = match class {
             Class::Add => &self.stats.add_waits,
             Class::Block => &self.stats.block_waits,
@@ -264,7 +267,7 @@ impl Engine {
         }
         m.evict(first, n);
         m.disk_punch(first, n)?;
-        if self.locking.evicts_after() {
+        if self.locking.is_lockless() {
             m.evict(first, n);
         }
         for p in first..first + n {
@@ -431,7 +434,7 @@ impl Engine {
                 b.0[24..].fill(fill);
             }
             m.disk_write(first, &bounce)?;
-            if self.locking.evicts_after() {
+            if self.locking.is_lockless() {
                 m.write_back(first, n, true)?;
             }
             for p in first..first + n {

@@ -16,7 +16,7 @@ impl Locking for InvalidateTwice {
         Box::new(Nothing)
     }
 
-    fn evicts_after(&self) -> bool {
+    fn is_lockless(&self) -> bool {
         true
     }
 }

@@ -95,9 +95,10 @@ pub(crate) trait Locking: Send + Sync {
     /// Takes `class` over pages `first..first + n` of file `file`.
     fn lock(&self, file: usize, first: u64, n: u64, class: Class) -> Box<dyn Hold + '_>;
 
-    /// No lock keeps pages out during a direct write or a punch: evict the
-    /// range again after it.
-    fn evicts_after(&self) -> bool {
+    /// No lock at all: nothing waits (so no waits are recorded), and
+    /// nothing keeps pages out during a direct write or a punch, which
+    /// evict their range again after it.
+    fn is_lockless(&self) -> bool {
         false
     }
 

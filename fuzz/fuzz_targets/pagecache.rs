@@ -1,12 +1,13 @@
-//! Operation sequences on the page-cache engine (all four variants, both
-//! fault protocols; one thread, so all must be exact), checked against an
-//! in-memory oracle of every page's version.
+//! Operation sequences on the page-cache engines (all four variants, both
+//! fault protocols on threads, the async engine too; one thread, so all
+//! must be exact), checked against an in-memory oracle of every page's
+//! version.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use pagecache::workload::TempDir;
-use pagecache::{Config, Engine, FaultProtocol, OpError, Source, Variant};
+use pagecache::{BlockOn, Config, Engine, FaultProtocol, OpError, PageCache, Source, Variant};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -52,10 +53,14 @@ struct Input {
     variant: u8,
     /// `TwoState` pins with the seed's protocol instead of `fault_in`.
     seed_faults: bool,
+    /// The async engine (its futures driven by a runtime's `block_on`; only
+    /// the total fault protocol).
+    tasks: bool,
     ops: Vec<Op>,
 }
 
 fuzz_target!(|input: Input| {
+    let tasks = input.tasks && !input.seed_faults;
     let variant = Variant::ALL[input.variant as usize % Variant::ALL.len()];
     // tmpfs when there is one: the oracle checks the engine's logic, and
     // memory-speed files give the fuzzer ~50x the executions of a disk.
@@ -77,7 +82,11 @@ fuzz_target!(|input: Input| {
             FaultProtocol::Total
         },
     };
-    let engine = Engine::create(dir.path(), variant, cfg).unwrap();
+    let engine: Box<dyn PageCache> = if tasks {
+        Box::new(BlockOn::create(dir.path(), variant, cfg).unwrap())
+    } else {
+        Box::new(Engine::create(dir.path(), variant, cfg).unwrap())
+    };
     // The oracle: every page's current version (0 for a hole).
     let mut oracle = [[1u64; PAGES as usize]; FILES];
     let mut version = 1;
@@ -172,5 +181,5 @@ fuzz_target!(|input: Input| {
             assert_eq!(engine.read(f, p).unwrap(), Some(oracle[f][p as usize]));
         }
     }
-    assert_eq!(engine.stats.stale_reads.load(Relaxed), 0);
+    assert_eq!(engine.stats().stale_reads.load(Relaxed), 0);
 });

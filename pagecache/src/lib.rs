@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod async_engine;
 mod detector;
 mod io;
 mod mapping;
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use two_state_lock::{Class, FaultError};
 
+pub use async_engine::{AsyncEngine, BlockOn};
 use mapping::Mapping;
 pub use page::{Block, PAGE};
 pub use stats::{Stats, Waits};
@@ -139,15 +141,7 @@ impl Engine {
     /// Files are opened with `O_DIRECT`; if the file system refuses it, they
     /// are opened without, and [`direct_io`](Self::direct_io) says so.
     pub fn create(dir: &Path, variant: Variant, cfg: Config) -> std::io::Result<Engine> {
-        let mut direct_io = true;
-        let mut files = Vec::new();
-        for index in 0..cfg.files {
-            let path = dir.join(format!("{}-{index}.dat", variant.name()));
-            let (mapping, direct) =
-                Mapping::create(&path, index, cfg.pages, cfg.io_delay, cfg.read_window)?;
-            direct_io &= direct;
-            files.push(mapping);
-        }
+        let (files, direct_io) = mapping::create_all(dir, variant.name(), &cfg)?;
         Ok(Engine {
             variant,
             locking: variant.locking(cfg.files),
@@ -181,11 +175,7 @@ impl Engine {
         if self.locking.is_lockless() {
             return held;
         }
-        let waits = match class {
-            Class::Add => &self.stats.add_waits,
-            Class::Block => &self.stats.block_waits,
-        };
-        waits.record(start.elapsed());
+        self.stats.waited(class, start.elapsed());
         held
     }
 
@@ -443,22 +433,60 @@ impl Engine {
             Ok(())
         })();
         m.dio_in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.stats
-            .dio_busy_ns
-            .fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
         drop(held);
-        match &result {
-            Ok(()) => {
-                self.stats.direct_writes.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .direct_bytes
-                    .fetch_add(n * PAGE as u64, Ordering::Relaxed);
-            }
-            Err(OpError::BadAddress) => {
-                self.stats.bad_address.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(OpError::Io(_)) => {}
-        }
+        self.stats.direct_write_done(n, since.elapsed(), &result);
         result
+    }
+}
+
+/// The engine's operations as blocking calls, whichever engine runs them:
+/// what the tests and the fuzz target drive both engines through.
+pub trait PageCache: Send + Sync {
+    /// [`Engine::read`].
+    fn read(&self, file: usize, page: u64) -> Result<Option<u64>, OpError>;
+    /// [`Engine::write`].
+    fn write(&self, file: usize, page: u64, version: u64) -> Result<(), OpError>;
+    /// [`Engine::direct_read`].
+    fn direct_read(&self, file: usize, first: u64, n: u64) -> Result<Vec<Option<u64>>, OpError>;
+    /// [`Engine::direct_write`].
+    fn direct_write(
+        &self,
+        file: usize,
+        first: u64,
+        n: u64,
+        source: Source,
+        version: u64,
+    ) -> Result<(), OpError>;
+    /// [`Engine::punch_hole`].
+    fn punch_hole(&self, file: usize, first: u64, n: u64, version: u64) -> Result<(), OpError>;
+    /// What happened.
+    fn stats(&self) -> &Stats;
+}
+
+impl PageCache for Engine {
+    fn read(&self, file: usize, page: u64) -> Result<Option<u64>, OpError> {
+        Engine::read(self, file, page)
+    }
+    fn write(&self, file: usize, page: u64, version: u64) -> Result<(), OpError> {
+        Engine::write(self, file, page, version)
+    }
+    fn direct_read(&self, file: usize, first: u64, n: u64) -> Result<Vec<Option<u64>>, OpError> {
+        Engine::direct_read(self, file, first, n)
+    }
+    fn direct_write(
+        &self,
+        file: usize,
+        first: u64,
+        n: u64,
+        source: Source,
+        version: u64,
+    ) -> Result<(), OpError> {
+        Engine::direct_write(self, file, first, n, source, version)
+    }
+    fn punch_hole(&self, file: usize, first: u64, n: u64, version: u64) -> Result<(), OpError> {
+        Engine::punch_hole(self, file, first, n, version)
+    }
+    fn stats(&self) -> &Stats {
+        &self.stats
     }
 }

@@ -1,6 +1,6 @@
 //! The page-cache demonstration: the same workload under invalidate-twice, a
 //! reader/writer lock, a two-state lock per file and a two-state lock table,
-//! one table.
+//! on threads and as tasks on tokio: two tables.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -17,16 +17,22 @@ usage: pagecache [options]
 
 Runs one workload (direct writes from plain and memory-mapped buffers,
 buffered reads and writes, direct reads, hole punches) over real files with
-O_DIRECT under each variant, and prints a table.
+O_DIRECT under each variant, on threads and as tasks on a tokio runtime with
+2 worker threads, and prints a table for each. (As tasks, rwlock is tokio's
+RwLock, and file I/O runs on tokio's blocking pool.)
 
 options:
   --variants LIST      comma-separated: invalidate-twice,rwlock,two-state,two-state-range
                        (default: all)
   --seconds N          run time per variant, 1-3600 (default 5)
   --files N            files, 1-256 (default 2)
-  --pages N            4 KiB pages per file, a multiple of 8, at least 8 per writer (default 256)
+  --pages N            4 KiB pages per file, a multiple of 8, at least 8 per writer
+                       thread and per writer task (default 256)
   --writers N          direct-writer threads, 1-256 (default 4)
   --readers N          buffered-reader threads, 0-256 (default 4)
+  --writer-tasks N     direct-writer tasks, 1-1024 (default 32)
+  --reader-tasks N     buffered-reader tasks, 0-1024 (default 32)
+  --engines LIST       comma-separated: threads,tasks (default: both)
   --read-window-us N   pause between reading a missing page and caching it,
                        widening the stale-page race, 0-1000000 (default 300)
   --io-delay-us N      latency added to every access to the files, modelling a
@@ -36,7 +42,7 @@ options:
   --direct-only        writers do direct writes only (no buffered writes, direct reads, punches)
   --fault-protocol P   how the two-state variants pin mapped sources: total (fault_in, default)
                        or seed (lock_fault + retry_faults: a page under the write's own lock
-                       fails the write with EFAULT)
+                       fails the write with EFAULT; threads only)
   --dir PATH           where to create the files (default: the system temp directory)
   --quiet              no progress lines
   -h, --help           this text
@@ -46,9 +52,16 @@ Exit status: 0 done, 2 bad arguments or a --dir that cannot punch holes
 variant stops at once), 130 interrupted (what the run made is removed).
 ";
 
+/// Which engines run.
+#[derive(Clone, Copy)]
+struct Engines {
+    threads: bool,
+    tasks: bool,
+}
+
 /// Parses the arguments and checks every value against its range, the free
 /// space of `--dir` and the memory available: nothing is created on error.
-fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
+fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, Engines, PathBuf), String> {
     let mut w = Workload {
         engine: Config {
             files: 2,
@@ -59,6 +72,8 @@ fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
         },
         writers: 4,
         readers: 4,
+        writer_tasks: 32,
+        reader_tasks: 32,
         duration: Duration::from_secs(5),
         cross_source_pct: 35,
         same_source_pct: 5,
@@ -66,6 +81,10 @@ fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
         progress: true,
     };
     let mut variants = Variant::ALL.to_vec();
+    let mut engines = Engines {
+        threads: true,
+        tasks: true,
+    };
     let mut dir = std::env::temp_dir();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -109,6 +128,23 @@ fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
             "--pages" => w.engine.pages = number(value()?, 8..=u64::MAX / PAGE as u64)?,
             "--writers" => w.writers = number(value()?, 1..=256)? as usize,
             "--readers" => w.readers = number(value()?, 0..=256)? as usize,
+            "--writer-tasks" => w.writer_tasks = number(value()?, 1..=1024)? as usize,
+            "--reader-tasks" => w.reader_tasks = number(value()?, 0..=1024)? as usize,
+            "--engines" => {
+                engines = Engines {
+                    threads: false,
+                    tasks: false,
+                };
+                for e in value()?.split(',') {
+                    match e {
+                        "threads" => engines.threads = true,
+                        "tasks" => engines.tasks = true,
+                        other => {
+                            return Err(format!("--engines: '{other}' is not threads or tasks"));
+                        }
+                    }
+                }
+            }
             "--read-window-us" => {
                 w.engine.read_window = Duration::from_micros(number(value()?, 0..=1_000_000)?)
             }
@@ -130,11 +166,19 @@ fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
             _ => return Err(format!("unknown option '{flag}'")),
         }
     }
-    if w.engine.pages < 8 * w.writers as u64 || w.engine.pages % 8 != 0 {
+    let writers = match (engines.threads, engines.tasks) {
+        (true, true) => w.writers.max(w.writer_tasks),
+        (true, false) => w.writers,
+        _ => w.writer_tasks,
+    };
+    if w.engine.pages < 8 * writers as u64 || w.engine.pages % 8 != 0 {
         return Err(format!(
-            "--pages must be a multiple of 8, at least 8 per writer ({})",
-            8 * w.writers
+            "--pages must be a multiple of 8, at least 8 per writer thread and task ({})",
+            8 * writers
         ));
+    }
+    if engines.tasks && w.engine.faults == FaultProtocol::Seed {
+        return Err("--fault-protocol seed is for threads only: add --engines threads".into());
     }
     if w.cross_source_pct as u16 + w.same_source_pct as u16 > 100 {
         return Err("--cross-pct plus --same-pct must be at most 100".into());
@@ -142,8 +186,9 @@ fn parse(args: &[String]) -> Result<(Workload, Vec<Variant>, PathBuf), String> {
     if variants.is_empty() {
         return Err("--variants: name at least one".into());
     }
-    check_resources(&w, variants.len(), &dir)?;
-    Ok((w, variants, dir))
+    let runs = variants.len() * (usize::from(engines.threads) + usize::from(engines.tasks));
+    check_resources(&w, runs, &dir)?;
+    Ok((w, variants, engines, dir))
 }
 
 /// The run keeps every variant's files until it ends, and one variant's
@@ -279,7 +324,7 @@ fn main() -> ExitCode {
         print!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    let (w, variants, dir) = match parse(&args) {
+    let (w, variants, engines, dir) = match parse(&args) {
         Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("pagecache: {e} (see --help)");
@@ -306,7 +351,7 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "{}{} files x {} pages, {} direct writers{}, {} buffered readers, {:?} per variant, read window {:?}, added device delay {:?}, {:?} fault protocol, in {}",
+        "{}{} files x {} pages, {:?} per variant, read window {:?}, added device delay {:?}, {:?} fault protocol, in {}",
         if direct {
             ""
         } else {
@@ -314,33 +359,62 @@ fn main() -> ExitCode {
         },
         w.engine.files,
         w.engine.pages,
-        w.writers,
-        if w.direct_only {
-            " (direct writes only)"
-        } else {
-            ""
-        },
-        w.readers,
         w.duration,
         w.engine.read_window,
         w.engine.io_delay,
         w.engine.faults,
         tmp.path().display()
     );
-    let mut reports = Vec::new();
-    for v in variants {
-        match workload::run(tmp.path(), v, &w) {
-            Ok(r) => {
-                if let Some(e) = &r.io_error {
-                    eprintln!("pagecache: '{}' stopped on an I/O error: {e}", v.name());
+    let only = if w.direct_only {
+        " (direct writes only)"
+    } else {
+        ""
+    };
+    let mut tables = Vec::new();
+    for tasks in [false, true] {
+        if !(if tasks {
+            engines.tasks
+        } else {
+            engines.threads
+        }) {
+            continue;
+        }
+        let title = if tasks {
+            format!(
+                "As tasks on tokio (2 worker threads): {} direct-writer tasks{only}, {} buffered-reader tasks",
+                w.writer_tasks, w.reader_tasks
+            )
+        } else {
+            format!(
+                "On threads: {} direct-writer threads{only}, {} buffered-reader threads",
+                w.writers, w.readers
+            )
+        };
+        let mut reports = Vec::new();
+        for &v in &variants {
+            let name = if tasks { v.async_name() } else { v.name() };
+            let run = if tasks {
+                workload::run_tasks
+            } else {
+                workload::run
+            };
+            match run(tmp.path(), v, &w) {
+                Ok(r) => {
+                    if let Some(e) = &r.io_error {
+                        eprintln!("pagecache: '{name}' stopped on an I/O error: {e}");
+                    }
+                    reports.push(r);
                 }
-                reports.push(r);
+                Err(e) => {
+                    eprintln!("pagecache: cannot set up '{name}': {e}");
+                    return ExitCode::FAILURE;
+                }
             }
-            Err(e) => {
-                eprintln!("pagecache: cannot set up '{}': {e}", v.name());
-                return ExitCode::FAILURE;
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                break;
             }
         }
+        tables.push((title, reports));
         if INTERRUPTED.load(Ordering::Relaxed) {
             break;
         }
@@ -351,10 +425,13 @@ fn main() -> ExitCode {
         eprintln!("pagecache: interrupted; removed {path}");
         return ExitCode::from(130);
     }
-    println!("\n{}", workload::table(&reports));
+    for (title, reports) in &tables {
+        println!("\n{title}\n\n{}", workload::table(reports));
+    }
     if !direct {
         println!("No real direct I/O in this run: the file system refused O_DIRECT.");
     }
+    let reports: Vec<_> = tables.iter().flat_map(|(_, r)| r).collect();
     let deadlocked = reports.iter().any(|r| r.deadlocked_threads > 0);
     if deadlocked {
         eprintln!(

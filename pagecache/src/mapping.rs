@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::Config;
 use crate::page::{Block, PAGE, as_bytes};
 
 pub(crate) struct CachedPage {
@@ -56,12 +57,27 @@ pub(crate) struct Mapping {
     read_window: Duration,
 }
 
+/// Creates the `cfg.files` files of an engine named `name` in `dir`; the
+/// second value says whether all are open with `O_DIRECT`.
+pub(crate) fn create_all(dir: &Path, name: &str, cfg: &Config) -> io::Result<(Vec<Mapping>, bool)> {
+    let mut direct_io = true;
+    let mut files = Vec::new();
+    for index in 0..cfg.files {
+        let path = dir.join(format!("{name}-{index}.dat"));
+        let (mapping, direct) =
+            Mapping::create(&path, index, cfg.pages, cfg.io_delay, cfg.read_window)?;
+        direct_io &= direct;
+        files.push(mapping);
+    }
+    Ok((files, direct_io))
+}
+
 impl Mapping {
     /// Creates file `index` of `pages` pages at `path`, every page stamped
     /// with version 1 and written (allocated) on disk, and opens it with
     /// `O_DIRECT`, or without if the file system refuses it (then the
     /// second value is `false`).
-    pub(crate) fn create(
+    fn create(
         path: &Path,
         index: usize,
         pages: u64,

@@ -4,6 +4,11 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use two_state_lock::Class;
+
+use crate::OpError;
+use crate::page::PAGE;
+
 /// Counters the workload reports.
 #[derive(Default, Debug)]
 pub struct Stats {
@@ -77,5 +82,34 @@ impl Waits {
     /// The longest wait.
     pub fn max(&self) -> Duration {
         Duration::from_nanos(self.max_ns.load(Ordering::Relaxed))
+    }
+}
+
+impl Stats {
+    /// An acquisition of `class` waited `waited`.
+    pub(crate) fn waited(&self, class: Class, waited: Duration) {
+        match class {
+            Class::Add => &self.add_waits,
+            Class::Block => &self.block_waits,
+        }
+        .record(waited);
+    }
+
+    /// A direct write of `n` pages, in flight for `busy` (holding its lock),
+    /// ended with `result`.
+    pub(crate) fn direct_write_done(&self, n: u64, busy: Duration, result: &Result<(), OpError>) {
+        self.dio_busy_ns
+            .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                self.direct_writes.fetch_add(1, Ordering::Relaxed);
+                self.direct_bytes
+                    .fetch_add(n * PAGE as u64, Ordering::Relaxed);
+            }
+            Err(OpError::BadAddress) => {
+                self.bad_address.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(OpError::Io(_)) => {}
+        }
     }
 }

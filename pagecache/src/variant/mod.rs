@@ -4,12 +4,19 @@
 //! `Block` with the fault protocol ([`Faults`]). Adding a variant is a
 //! module here and a line in [`Variant`].
 
+use std::future::Future;
+use std::pin::Pin;
+
 use two_state_lock::{Class, FaultError};
 
 mod invalidate_twice;
 mod rwlock;
+mod tokio_rwlock;
 mod two_state;
 mod two_state_range;
+
+/// A boxed future, for the async engine's traits.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Locks in the `two-state-range` table, shared by all files (64 KiB). A
 /// stripe is one page.
@@ -57,6 +64,24 @@ impl Variant {
     /// Parses [`name`](Self::name).
     pub fn parse(s: &str) -> Option<Variant> {
         Variant::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    /// The name in the async engine's table (its `RwLock` is tokio's).
+    pub fn async_name(self) -> &'static str {
+        match self {
+            Variant::RwLock => "tokio-rwlock",
+            v => v.name(),
+        }
+    }
+
+    /// The variant's locking for the async engine, for `files` files.
+    pub(crate) fn async_locking(self, files: usize) -> Box<dyn AsyncLocking> {
+        match self {
+            Variant::InvalidateTwice => Box::new(invalidate_twice::InvalidateTwice),
+            Variant::RwLock => Box::new(tokio_rwlock::PerFile::new(files)),
+            Variant::TwoState => Box::new(two_state::PerFile::new(files)),
+            Variant::TwoStateRange => Box::new(two_state_range::Table::new(RANGE_TABLE_LOCKS)),
+        }
     }
 
     /// The variant's locking for `files` files.
@@ -116,4 +141,44 @@ pub(crate) trait Faults {
 
     /// `lock_fault` (the seed's protocol) on the lock of `page` of `file`.
     fn lock_fault(&self, file: usize, page: u64) -> Result<Box<dyn Hold + '_>, FaultError>;
+}
+
+/// What a variant holds while a task works on a file's pages, across
+/// awaits; released when dropped.
+pub(crate) trait AsyncHold: Send + Sync {
+    /// Runs `f` in a `faults_disabled_async` scope of this hold; whether a
+    /// fault cycle released and re-took it meanwhile.
+    fn faults_disabled<'a>(&'a self, _f: BoxFuture<'a, ()>) -> BoxFuture<'a, bool> {
+        unreachable!("only the two-state variants pin under their lock")
+    }
+}
+
+/// A variant's locking for tasks.
+pub(crate) trait AsyncLocking: Send + Sync {
+    /// Takes `class` over pages `first..first + n` of file `file`.
+    fn lock(
+        &self,
+        file: usize,
+        first: u64,
+        n: u64,
+        class: Class,
+    ) -> BoxFuture<'_, Box<dyn AsyncHold + '_>>;
+
+    /// As [`Locking::is_lockless`].
+    fn is_lockless(&self) -> bool {
+        false
+    }
+
+    /// The fault protocol, for the variants that pin mapped sources under
+    /// their `Block`.
+    fn faults(&self) -> Option<&dyn AsyncFaults> {
+        None
+    }
+}
+
+/// A page fault on a page of a file from a task: `fault_in_async`, the
+/// fault's work a future.
+pub(crate) trait AsyncFaults: Send + Sync {
+    fn fault_in<'a>(&'a self, file: usize, page: u64, work: BoxFuture<'a, ()>)
+    -> BoxFuture<'a, ()>;
 }

@@ -3,9 +3,9 @@
 //! adds and direct I/O still exclude each other file-wide. Mapped sources
 //! are pinned under `Block` with the fault protocol.
 
-use two_state_lock::{Class, FaultError, Guard, TwoStateLock};
+use two_state_lock::{AsyncGuard, Class, FaultError, Guard, TwoStateLock};
 
-use super::{Faults, Hold, Locking};
+use super::{AsyncFaults, AsyncHold, AsyncLocking, BoxFuture, Faults, Hold, Locking};
 
 pub(crate) struct PerFile(Vec<TwoStateLock>);
 
@@ -46,5 +46,34 @@ impl Faults for PerFile {
 
     fn lock_fault(&self, file: usize, _: u64) -> Result<Box<dyn Hold + '_>, FaultError> {
         Ok(Box::new(self.0[file].lock_fault()?))
+    }
+}
+
+impl AsyncHold for AsyncGuard<'_> {
+    fn faults_disabled<'a>(&'a self, f: BoxFuture<'a, ()>) -> BoxFuture<'a, bool> {
+        Box::pin(async move { self.faults_disabled_async(f).await.locks_dropped })
+    }
+}
+
+impl AsyncLocking for PerFile {
+    fn lock(
+        &self,
+        file: usize,
+        _: u64,
+        _: u64,
+        class: Class,
+    ) -> BoxFuture<'_, Box<dyn AsyncHold + '_>> {
+        let lock = &self.0[file];
+        Box::pin(async move { Box::new(lock.lock_async(class).await) as Box<dyn AsyncHold> })
+    }
+
+    fn faults(&self) -> Option<&dyn AsyncFaults> {
+        Some(self)
+    }
+}
+
+impl AsyncFaults for PerFile {
+    fn fault_in<'a>(&'a self, file: usize, _: u64, work: BoxFuture<'a, ()>) -> BoxFuture<'a, ()> {
+        Box::pin(self.0[file].fault_in_async(|| work))
     }
 }

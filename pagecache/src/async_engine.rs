@@ -177,7 +177,8 @@ impl AsyncEngine {
         }
         let (io, again) = (m.clone(), self.locking.is_lockless());
         blocking(move || {
-            io.evict(first, n);
+            // As the threaded engine: written back, then dropped, then punched.
+            io.write_back(first, n, true)?;
             io.disk_punch(first, n)?;
             if again {
                 io.evict(first, n);

@@ -249,13 +249,16 @@ impl Engine {
     pub fn punch_hole(&self, file: usize, first: u64, n: u64, version: u64) -> Result<(), OpError> {
         let m = self.mapping(file);
         let _held = self.lock(m, first, n, Class::Block);
-        // The punch begins before it drops the cached pages: from here on, a
-        // direct read of these pages in the same `Block` phase may find the
-        // hole (or the old hole where dirty data was dropped), and rightly so.
+        // The punch begins before it touches the pages: from here on, a
+        // direct read of them in the same `Block` phase may find the hole,
+        // and rightly so. Dirty pages are written back before they are
+        // dropped: dropped unwritten, a direct read of this `Block` phase
+        // would find the disk's older version before the hole (seen as a
+        // stale read in the async run, where the window is wider).
         for p in first..first + n {
             m.punch_begun(p, version);
         }
-        m.evict(first, n);
+        m.write_back(first, n, true)?;
         m.disk_punch(first, n)?;
         if self.locking.is_lockless() {
             m.evict(first, n);

@@ -112,11 +112,11 @@ pub struct Config {
 /// The fault protocol the two-state variants pin mapped sources with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultProtocol {
-    /// [`TwoStateLock::fault_in`] (or [`LockTable::fault_in`]), one page per
+    /// [`TwoStateLock::fault_in`](two_state_lock::TwoStateLock::fault_in) (or [`LockTable::fault_in`](two_state_lock::LockTable::fault_in)), one page per
     /// call, for pages evicted since the source was faulted in before
     /// locking: every fault completes, at most one cycle per page.
     Total,
-    /// The seed's [`TwoStateLock::lock_fault`] with `retry_faults`: a
+    /// The seed's [`TwoStateLock::lock_fault`](two_state_lock::TwoStateLock::lock_fault) with `retry_faults`: a
     /// source page mapped from the written range's lock fails with
     /// [`OpError::BadAddress`]; a cycle retries.
     Seed,

@@ -393,10 +393,11 @@ fn a_fault_inside_the_work_cycles_the_outer_faults_add() {
             // No scope: the inner fault on low, which a thread holds in
             // Block, cycles the outer fault's own Add on high while it waits.
             let blocker = Holder::spawn(&low, Class::Block);
-            let h = high.clone();
+            let l = low.clone();
             let release = thread::spawn(move || {
-                wait_until("the inner cycle releases high", LIMIT, || {
-                    h.state().holders == 0
+                // The inner cycle waits for Add on low (having released high).
+                wait_until("the inner cycle waits for low", LIMIT, || {
+                    l.state().add_waiters == 1
                 });
                 blocker.release();
             });

@@ -493,6 +493,32 @@ fn a_range_scope_cycles_the_stripes_at_or_after_the_fault() {
     });
 }
 
+/// A `fault_in_async` (and its scope) dropped before the first poll did
+/// nothing, and leaves nothing: the guard holds, no turn is left taken, and
+/// a later fault in a new scope of the guard runs.
+#[test]
+fn a_fault_dropped_before_its_first_poll_leaves_nothing() {
+    let lock = TwoStateLock::new();
+    futures::executor::block_on(async {
+        let dio = lock.lock_async(Class::Block).await;
+        drop(lock.fault_in_async(|| async { unreachable!("never polled") }));
+        drop(
+            dio.faults_disabled_async(
+                lock.fault_in_async(|| async { unreachable!("never polled") }),
+            ),
+        );
+        assert_eq!(
+            (lock.state().class, lock.state().holders),
+            (Class::Block, 1)
+        );
+        let r = dio
+            .faults_disabled_async(lock.fault_in_async(|| async { 3 }))
+            .await;
+        assert_eq!((r.value, r.locks_dropped), (3, true));
+    });
+    assert_eq!(lock.state().holders, 0);
+}
+
 #[test]
 fn one_scope_per_guard_at_a_time() {
     let lock = TwoStateLock::new();
